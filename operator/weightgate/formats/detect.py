@@ -1,0 +1,197 @@
+"""Format detection from content, never from the file name.
+
+The name is only used afterwards, to report names that disagree with the content (a
+pickle called ``model.safetensors``), and to tell apart the few formats that have no
+magic number at all (ONNX and TensorFlow protobufs).
+"""
+
+from __future__ import annotations
+
+import enum
+import mmap
+import struct
+from pathlib import PurePosixPath
+
+
+BytesLike = bytes | bytearray | memoryview | mmap.mmap
+"""Anything the readers accept; they wrap it in a memoryview and never copy it whole."""
+
+
+class FileFormat(enum.Enum):
+    """What a file is, judged by its bytes."""
+
+    PICKLE = "pickle"
+    ZIP = "zip"
+    TAR = "tar"
+    GZIP = "gzip"
+    BZIP2 = "bzip2"
+    XZ = "xz"
+    SEVENZIP = "7z"
+    SAFETENSORS = "safetensors"
+    GGUF = "gguf"
+    NUMPY = "npy"
+    HDF5 = "hdf5"
+    ONNX = "onnx"
+    SAVEDMODEL = "tf-savedmodel"
+    JSON = "json"
+    TEXT = "text"
+    EMPTY = "empty"
+    UNKNOWN = "unknown"
+
+
+ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06", b"PK\x07\x08")
+GZIP_MAGIC = b"\x1f\x8b"
+BZIP2_MAGIC = b"BZh"
+XZ_MAGIC = b"\xfd7zXZ\x00"
+SEVENZIP_MAGIC = b"7z\xbc\xaf\x27\x1c"
+NUMPY_MAGIC = b"\x93NUMPY"
+GGUF_MAGIC = b"GGUF"
+HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
+TAR_MAGIC_OFFSET = 257
+TAR_MAGICS = (b"ustar\x00", b"ustar ")
+PICKLE_PROTO = 0x80
+EOCD_SIGNATURE = b"PK\x05\x06"
+
+# Opcodes a protocol 0/1 pickle can start with. Text files share this alphabet, so such a
+# file is only a *candidate*: the pickle scanner decides by walking it.
+_PICKLE_TEXT_FIRST_OPCODES = frozenset(b"(.0123FIJKLMNPQRSTUVXabcdeghijlopqrstu}])G")
+
+HEAD_BYTES = 4096
+"""How much of the start of a file :func:`detect_format` needs to see."""
+
+
+def detect_format(head: BytesLike, size: int, name: str = "") -> FileFormat:
+    """Classify a file from its first bytes.
+
+    Args:
+        head: At least the first :data:`HEAD_BYTES` bytes (or the whole file if smaller).
+        size: Size of the whole file, which bounds the sizes a header may claim.
+        name: File name, consulted only for protobuf formats that have no magic number.
+    """
+    data = bytes(memoryview(head)[:HEAD_BYTES])
+    if size == 0:
+        return FileFormat.EMPTY
+    if data.startswith(ZIP_MAGICS):
+        return FileFormat.ZIP
+    if data.startswith(GZIP_MAGIC):
+        return FileFormat.GZIP
+    if data.startswith(SEVENZIP_MAGIC):
+        return FileFormat.SEVENZIP
+    if data.startswith(XZ_MAGIC):
+        return FileFormat.XZ
+    if data.startswith(BZIP2_MAGIC) and len(data) >= 4 and data[3:4] in b"123456789":
+        return FileFormat.BZIP2
+    if data.startswith(NUMPY_MAGIC):
+        return FileFormat.NUMPY
+    if data.startswith(GGUF_MAGIC):
+        return FileFormat.GGUF
+    if data.startswith(HDF5_MAGIC):
+        return FileFormat.HDF5
+    if data[TAR_MAGIC_OFFSET : TAR_MAGIC_OFFSET + 6] in TAR_MAGICS:
+        return FileFormat.TAR
+    if len(data) >= 2 and data[0] == PICKLE_PROTO and data[1] <= 5:
+        return FileFormat.PICKLE
+    if _looks_like_safetensors(data, size):
+        return FileFormat.SAFETENSORS
+    protobuf = _protobuf_format(data, name)
+    if protobuf is not None:
+        return protobuf
+    text = _text_format(data)
+    if text is not None:
+        return text
+    if data[0] in _PICKLE_TEXT_FIRST_OPCODES:
+        return FileFormat.PICKLE
+    return FileFormat.UNKNOWN
+
+
+def _looks_like_safetensors(data: bytes, size: int) -> bool:
+    # 8-byte little-endian header length, then a JSON object. The length itself is
+    # checked by the reader; here a '{' after it is enough to route the file there, so
+    # that an absurd length becomes a finding instead of "unknown format".
+    if len(data) < 9 or data[8:9] != b"{":
+        return False
+    # A JSON or text file can have '{' as its ninth byte, but its first eight bytes are
+    # then printable, which as a length would mean more than 2 EiB of header.
+    if all(0x20 <= b < 0x7F for b in data[:8]):
+        return False
+    (header_len,) = struct.unpack_from("<Q", data)
+    return header_len > 1 or size > 9
+
+
+def _protobuf_format(data: bytes, name: str) -> FileFormat | None:
+    base = PurePosixPath(name).name.lower()
+    if base == "saved_model.pb":
+        return FileFormat.SAVEDMODEL
+    # ONNX ModelProto starts with field 1 (ir_version, a small varint): tag 0x08.
+    if base.endswith(".onnx") or (len(data) >= 3 and data[0] == 0x08 and 1 <= data[1] <= 30):
+        if data[:1] == b"\x08" or base.endswith(".onnx"):
+            return FileFormat.ONNX
+    return None
+
+
+def _text_format(data: bytes) -> FileFormat | None:
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        # The head may end inside a multi-byte character.
+        if exc.start < len(data) - 4:
+            return None
+        text = data[: exc.start].decode("utf-8")
+    if any(ch in text for ch in "\x00\x01\x02\x03\x04\x05\x06\x07\x0e\x0f\x10\x11\x12"):
+        return None
+    stripped = text.lstrip("\ufeff \t\r\n")
+    if stripped.startswith(("{", "[")):
+        return FileFormat.JSON
+    if data[0] in _PICKLE_TEXT_FIRST_OPCODES:
+        # Protocol 0 pickles are printable text too; the pickle scanner tells them apart
+        # and hands real text back as TEXT.
+        return FileFormat.PICKLE
+    return FileFormat.TEXT
+
+
+# What each name claims. A name missing here claims nothing. Names are matched by their
+# last suffix (".bin"), or by the full name for formats with fixed names.
+_CLAIMS: dict[str, frozenset[FileFormat]] = {
+    ".safetensors": frozenset({FileFormat.SAFETENSORS}),
+    ".gguf": frozenset({FileFormat.GGUF}),
+    ".npy": frozenset({FileFormat.NUMPY}),
+    ".npz": frozenset({FileFormat.ZIP}),
+    ".h5": frozenset({FileFormat.HDF5}),
+    ".hdf5": frozenset({FileFormat.HDF5}),
+    ".keras": frozenset({FileFormat.ZIP}),
+    ".onnx": frozenset({FileFormat.ONNX}),
+    ".json": frozenset({FileFormat.JSON}),
+    ".zip": frozenset({FileFormat.ZIP}),
+    ".tar": frozenset({FileFormat.TAR}),
+    ".gz": frozenset({FileFormat.GZIP}),
+    ".tgz": frozenset({FileFormat.GZIP}),
+    ".7z": frozenset({FileFormat.SEVENZIP}),
+    ".pkl": frozenset({FileFormat.PICKLE}),
+    ".pickle": frozenset({FileFormat.PICKLE}),
+    ".joblib": frozenset({FileFormat.PICKLE, FileFormat.ZIP, FileFormat.GZIP}),
+    ".dill": frozenset({FileFormat.PICKLE}),
+    ".pt": frozenset({FileFormat.PICKLE, FileFormat.ZIP, FileFormat.TAR}),
+    ".pth": frozenset({FileFormat.PICKLE, FileFormat.ZIP, FileFormat.TAR}),
+    ".ckpt": frozenset({FileFormat.PICKLE, FileFormat.ZIP, FileFormat.TAR}),
+}
+
+# Formats that cannot carry code; a name claiming one of them for content that can is a
+# disguise, not an accident.
+CODE_FREE_FORMATS = frozenset(
+    {
+        FileFormat.SAFETENSORS,
+        FileFormat.GGUF,
+        FileFormat.NUMPY,
+        FileFormat.ONNX,
+        FileFormat.JSON,
+    }
+)
+
+# Formats whose content can run code when loaded by the usual tools.
+CODE_CARRYING_FORMATS = frozenset({FileFormat.PICKLE})
+
+
+def claimed_formats(name: str) -> frozenset[FileFormat] | None:
+    """The formats a file name claims, or None if the name claims nothing."""
+    suffix = PurePosixPath(name).suffix.lower()
+    return _CLAIMS.get(suffix)
