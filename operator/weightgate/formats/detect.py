@@ -12,7 +12,6 @@ import mmap
 import struct
 from pathlib import PurePosixPath
 
-
 BytesLike = bytes | bytearray | memoryview | mmap.mmap
 """Anything the readers accept; they wrap it in a memoryview and never copy it whole."""
 
@@ -124,8 +123,7 @@ def _protobuf_format(data: bytes, name: str) -> FileFormat | None:
         return FileFormat.SAVEDMODEL
     # ONNX ModelProto starts with field 1 (ir_version, a small varint): tag 0x08.
     if base.endswith(".onnx") or (len(data) >= 3 and data[0] == 0x08 and 1 <= data[1] <= 30):
-        if data[:1] == b"\x08" or base.endswith(".onnx"):
-            return FileFormat.ONNX
+        return FileFormat.ONNX
     return None
 
 

@@ -7,7 +7,7 @@ before anything is allocated, so hostile files end in a finding, not in memory g
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 
 from weightgate.scan.findings import Severity
 
@@ -93,3 +93,61 @@ class ScanSettings:
 
     chunk_bytes: int = 4 * MiB
     """Read size for hashing; bounds the memory used per job."""
+
+
+def limits_with(limits: Limits, overrides: dict[str, str]) -> Limits:
+    """A copy of ``limits`` with fields replaced from ``name -> text`` pairs.
+
+    Raises:
+        ValueError: An unknown field, or a value that is not a positive number.
+    """
+    changes: dict[str, int | float] = {}
+    known = {f.name: f.type for f in fields(Limits)}
+    for name, text in overrides.items():
+        if name not in known:
+            raise ValueError(f"unknown limit {name!r} (known: {', '.join(sorted(known))})")
+        try:
+            value: int | float = float(text) if known[name] == "float" else int(text, 0)
+        except ValueError:
+            raise ValueError(f"limit {name} must be a number, not {text!r}") from None
+        if value <= 0:
+            raise ValueError(f"limit {name} must be positive, not {text!r}")
+        changes[name] = value
+    return replace(limits, **changes)  # type: ignore[arg-type]
+
+
+def settings_from_policy(document: object, base: ScanSettings) -> ScanSettings:
+    """Apply the scan part of a policy document to ``base``.
+
+    Accepts a ``ModelPolicy`` manifest (its ``spec.scan``) or a bare mapping with the same
+    keys: ``failOn`` (a severity), ``allowGlobals`` (list of ``module.name`` or
+    ``module.*``) and ``limits`` (field name -> number).
+
+    Raises:
+        ValueError: The document does not have that shape.
+    """
+    if not isinstance(document, dict):
+        raise ValueError("policy must be a mapping")
+    if document.get("kind") == "ModelPolicy":
+        spec = document.get("spec") or {}
+        document = spec.get("scan") or {} if isinstance(spec, dict) else None
+        if not isinstance(document, dict):
+            raise ValueError("ModelPolicy spec.scan must be a mapping")
+    unknown = set(document) - {"failOn", "allowGlobals", "limits"}
+    if unknown:
+        raise ValueError(f"unknown policy keys: {', '.join(sorted(unknown))}")
+    settings = base
+    if "failOn" in document:
+        settings = replace(settings, fail_on=Severity.parse(str(document["failOn"])))
+    if "allowGlobals" in document:
+        allowed = document["allowGlobals"]
+        if not isinstance(allowed, list) or not all(isinstance(g, str) for g in allowed):
+            raise ValueError("allowGlobals must be a list of strings")
+        settings = replace(settings, allowed_globals=settings.allowed_globals | set(allowed))
+    if "limits" in document:
+        limits = document["limits"]
+        if not isinstance(limits, dict):
+            raise ValueError("limits must be a mapping of limit name to number")
+        overrides = {str(k): str(v) for k, v in limits.items()}
+        settings = replace(settings, limits=limits_with(settings.limits, overrides))
+    return settings

@@ -1,0 +1,207 @@
+"""The ``weightgate`` command.
+
+Exit codes follow DESIGN.md for every command: 0 pass, 1 could not complete (usage, I/O,
+unreadable input), 2 the gate failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from dataclasses import replace
+from pathlib import Path
+from typing import NoReturn, TextIO
+
+import yaml
+
+from weightgate import __version__
+from weightgate.errors import InputError
+from weightgate.scan.engine import scan_path
+from weightgate.scan.findings import FileResult, Severity
+from weightgate.scan.reports import render_json, render_sarif, render_text
+from weightgate.scan.settings import ScanSettings, limits_with, settings_from_policy
+
+EXIT_PASS = 0
+EXIT_INCOMPLETE = 1
+EXIT_GATE_FAILED = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse exits 2 on usage errors; here 2 means "the gate failed", so use 1."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_INCOMPLETE, f"{self.prog}: error: {message}\n")
+
+
+class _Progress:
+    """A one-line progress bar on a terminal, redrawn after each file."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+        self.bytes = 0
+
+    def __call__(self, result: FileResult, done: int, total: int) -> None:
+        self.bytes += result.size
+        width = 30
+        filled = width * done // max(total, 1)
+        bar = "#" * filled + "-" * (width - filled)
+        name = result.path if len(result.path) <= 40 else "..." + result.path[-37:]
+        self.stream.write(f"\r[{bar}] {done}/{total} files {self.bytes / 1e6:,.0f} MB  {name:<40}")
+        if done == total:
+            self.stream.write("\r" + " " * 100 + "\r")
+        self.stream.flush()
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="weightgate",
+        description="Keep poisoned or tampered model weights out of clusters and pipelines.",
+    )
+    parser.add_argument("--version", action="version", version=f"weightgate {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    scan = commands.add_parser(
+        "scan",
+        help="scan a model file or directory for content that runs code or is malformed",
+        description="Scan a model file or directory. Formats are detected from content.",
+    )
+    scan.add_argument("path", help="a model file or a directory of model files")
+    scan.add_argument(
+        "-f", "--format", choices=["text", "json", "sarif"], default="text", help="report format"
+    )
+    scan.add_argument("-o", "--output", help="write the report to this file instead of stdout")
+    scan.add_argument(
+        "--fail-on",
+        type=Severity.parse,
+        metavar="SEVERITY",
+        help="fail when a finding is at or above this severity "
+        "(critical, high, medium, low, info; default: medium)",
+    )
+    scan.add_argument(
+        "--allow-global",
+        action="append",
+        default=[],
+        metavar="MODULE.NAME",
+        help="allow a pickle global (or MODULE.* for a whole module); repeatable",
+    )
+    scan.add_argument(
+        "--policy",
+        metavar="FILE",
+        help="YAML ModelPolicy (its spec.scan) or mapping with failOn, allowGlobals, limits",
+    )
+    scan.add_argument(
+        "--limit",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="override a parsing limit, e.g. max_pickle_opcodes=10000000; repeatable",
+    )
+    scan.add_argument("-j", "--jobs", type=int, help="files scanned at once (default: CPUs)")
+    scan.add_argument("-v", "--verbose", action="store_true", help="list every file and hash")
+    scan.add_argument(
+        "--color",
+        choices=["auto", "always", "never"],
+        default="auto",
+        help="colour the text report (default: when writing to a terminal)",
+    )
+    scan.add_argument(
+        "--progress",
+        choices=["auto", "always", "never"],
+        default="auto",
+        help="progress bar on stderr (default: on a terminal)",
+    )
+    return parser
+
+
+def _settings(args: argparse.Namespace) -> ScanSettings:
+    settings = ScanSettings()
+    if args.policy:
+        try:
+            document = yaml.safe_load(Path(args.policy).read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise InputError(f"{args.policy}: {exc.strerror or exc}") from exc
+        except yaml.YAMLError as exc:
+            raise InputError(f"{args.policy}: not valid YAML: {exc}") from exc
+        try:
+            settings = settings_from_policy(document, settings)
+        except ValueError as exc:
+            raise InputError(f"{args.policy}: {exc}") from exc
+    if args.allow_global:
+        settings = replace(
+            settings, allowed_globals=settings.allowed_globals | set(args.allow_global)
+        )
+    if args.fail_on is not None:
+        settings = replace(settings, fail_on=args.fail_on)
+    if args.limit:
+        overrides = {}
+        for item in args.limit:
+            name, sep, value = item.partition("=")
+            if not sep:
+                raise InputError(f"--limit {item!r}: expected NAME=VALUE")
+            overrides[name.strip()] = value.strip()
+        try:
+            settings = replace(settings, limits=limits_with(settings.limits, overrides))
+        except ValueError as exc:
+            raise InputError(f"--limit: {exc}") from exc
+    if args.jobs is not None:
+        if args.jobs < 1:
+            raise InputError("--jobs must be at least 1")
+        settings = replace(settings, jobs=args.jobs)
+    return settings
+
+
+def _wants(mode: str, stream: TextIO) -> bool:
+    if mode == "always":
+        return True
+    if mode == "never":
+        return False
+    return (
+        stream.isatty() and os.environ.get("NO_COLOR") is None and os.environ.get("TERM") != "dumb"
+    )
+
+
+def _command_scan(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    progress = _Progress(sys.stderr) if _wants(args.progress, sys.stderr) else None
+    report = scan_path(args.path, settings, progress)
+    out: TextIO = sys.stdout
+    if args.format == "json":
+        text = render_json(report, settings.fail_on)
+    elif args.format == "sarif":
+        text = render_sarif(report, __version__)
+    else:
+        colour = args.output is None and _wants(args.color, sys.stdout)
+        text = render_text(report, settings.fail_on, colour=colour, verbose=args.verbose)
+    if args.output:
+        try:
+            Path(args.output).write_text(text, encoding="utf-8")
+        except OSError as exc:
+            raise InputError(f"{args.output}: {exc.strerror or exc}") from exc
+    else:
+        out.write(text)
+    if report.failed(settings.fail_on):
+        return EXIT_GATE_FAILED
+    if report.errors:
+        return EXIT_INCOMPLETE
+    return EXIT_PASS
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line; returns the exit code."""
+    args = _build_parser().parse_args(argv)
+    try:
+        if args.command == "scan":
+            return _command_scan(args)
+    except InputError as exc:
+        print(f"weightgate: error: {exc}", file=sys.stderr)
+        return EXIT_INCOMPLETE
+    except KeyboardInterrupt:
+        print("weightgate: interrupted", file=sys.stderr)
+        return EXIT_INCOMPLETE
+    raise AssertionError(f"unhandled command {args.command}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
