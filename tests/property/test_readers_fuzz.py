@@ -111,7 +111,6 @@ def _hdf5_seed() -> bytes:
 
 
 def _onnx_seed() -> bytes:
-    import onnx
     from onnx import TensorProto, helper
 
     node = helper.make_node("Relu", ["x"], ["y"])
