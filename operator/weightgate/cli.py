@@ -54,6 +54,13 @@ class _Progress:
         self.stream.flush()
 
 
+def _severity(text: str) -> Severity:
+    try:
+        return Severity.parse(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="weightgate",
@@ -74,7 +81,7 @@ def _build_parser() -> argparse.ArgumentParser:
     scan.add_argument("-o", "--output", help="write the report to this file instead of stdout")
     scan.add_argument(
         "--fail-on",
-        type=Severity.parse,
+        type=_severity,
         metavar="SEVERITY",
         help="fail when a finding is at or above this severity "
         "(critical, high, medium, low, info; default: medium)",

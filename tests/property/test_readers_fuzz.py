@@ -142,7 +142,7 @@ def seeds(tmp_path_factory: pytest.TempPathFactory) -> list[bytes]:
         b"chat_template: '{{ messages }}'\n",
         b"\x12\x21\x12\x1f\x0a\x0e\x0a\x05Const\x12\x05Const\x0a\x0d\x0a\x03bad\x12\x06PyFunc",
     ]
-    formats = {detect_format(seed[:4096], len(seed)) for seed in made}
+    formats = {detect_format(seed) for seed in made}
     # Every scanner with a reader gets at least one seed.
     assert {FileFormat.PICKLE, FileFormat.ZIP, FileFormat.TAR, FileFormat.GZIP} <= formats
     assert {FileFormat.SAFETENSORS, FileFormat.NUMPY, FileFormat.GGUF, FileFormat.HDF5} <= formats

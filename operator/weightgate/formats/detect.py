@@ -59,15 +59,19 @@ HEAD_BYTES = 4096
 """How much of the start of a file :func:`detect_format` needs to see."""
 
 
-def detect_format(head: BytesLike, size: int, name: str = "") -> FileFormat:
-    """Classify a file from its first bytes.
+def detect_format(content: BytesLike, name: str = "") -> FileFormat:
+    """Classify a file from its bytes.
+
+    Only the first :data:`HEAD_BYTES` bytes are read, plus the few fixed offsets where an
+    HDF5 superblock may sit after a user block.
 
     Args:
-        head: At least the first :data:`HEAD_BYTES` bytes (or the whole file if smaller).
-        size: Size of the whole file, which bounds the sizes a header may claim.
+        content: The whole file (a memoryview over an mmap is not copied).
         name: File name, consulted only for protobuf formats that have no magic number.
     """
-    data = bytes(memoryview(head)[:HEAD_BYTES])
+    view = memoryview(content)
+    size = len(view)
+    data = bytes(view[:HEAD_BYTES])
     if size == 0:
         return FileFormat.EMPTY
     if data.startswith(ZIP_MAGICS):
@@ -84,14 +88,14 @@ def detect_format(head: BytesLike, size: int, name: str = "") -> FileFormat:
         return FileFormat.NUMPY
     if data.startswith(GGUF_MAGIC):
         return FileFormat.GGUF
-    if data.startswith(HDF5_MAGIC):
+    if _hdf5_superblock_offset(view) is not None:
         return FileFormat.HDF5
     if data[TAR_MAGIC_OFFSET : TAR_MAGIC_OFFSET + 6] in TAR_MAGICS:
         return FileFormat.TAR
-    if len(data) >= 2 and data[0] == PICKLE_PROTO and data[1] <= 5:
-        return FileFormat.PICKLE
     if _looks_like_safetensors(data, size):
         return FileFormat.SAFETENSORS
+    if len(data) >= 2 and data[0] == PICKLE_PROTO and data[1] <= 5:
+        return FileFormat.PICKLE
     protobuf = _protobuf_format(data, name)
     if protobuf is not None:
         return protobuf
@@ -101,6 +105,17 @@ def detect_format(head: BytesLike, size: int, name: str = "") -> FileFormat:
     if data[0] in _PICKLE_TEXT_FIRST_OPCODES:
         return FileFormat.PICKLE
     return FileFormat.UNKNOWN
+
+
+def _hdf5_superblock_offset(view: memoryview) -> int | None:
+    # libhdf5 looks for the superblock at 0, then 512, 1024, 2048, ... (after a user
+    # block), so a Keras .h5 with a user block loads; it must not escape detection.
+    offset = 0
+    while offset + len(HDF5_MAGIC) <= len(view):
+        if view[offset : offset + len(HDF5_MAGIC)] == HDF5_MAGIC:
+            return offset
+        offset = 512 if offset == 0 else offset * 2
+    return None
 
 
 def _looks_like_safetensors(data: bytes, size: int) -> bool:
@@ -113,7 +128,12 @@ def _looks_like_safetensors(data: bytes, size: int) -> bool:
     # then printable, which as a length would mean more than 2 EiB of header.
     if all(0x20 <= b < 0x7F for b in data[:8]):
         return False
-    (header_len,) = struct.unpack_from("<Q", data)
+    header_len: int = struct.unpack_from("<Q", data)[0]
+    if data[0] == PICKLE_PROTO and data[1] <= 5:
+        # A header length of 128, 384, ... starts like a pickle's PROTO opcode. Only a
+        # length that fits the file makes it safetensors; a pickle whose bytes 0-7 happen
+        # to spell such a length cannot get past its 0x00 bytes to run anything.
+        return 2 <= header_len <= size - 8
     return header_len > 1 or size > 9
 
 

@@ -8,6 +8,7 @@ streams it through a fixed buffer, and the scanners parse the same pages through
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import mmap
 import os
@@ -84,13 +85,27 @@ def scan_file(path: Path, display: str, settings: ScanSettings) -> FileResult:
         context = ScanContext(settings, display, result.findings)
         if size == 0:
             return result
-        with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
-            view = memoryview(mapped)
-            try:
-                result.format = context.scan(view, path.name).value
-            finally:
-                view.release()
+        mapped = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
+        view = memoryview(mapped)
+        try:
+            result.format = context.scan(view, path.name).value
+        finally:
+            _close_mapping(mapped, view)
     return result
+
+
+def _close_mapping(mapped: mmap.mmap, view: memoryview) -> None:
+    # A reader that chains exceptions (``raise ... from exc``) can leave a reference cycle
+    # holding a slice of the mapping; collect it so the close goes through. If something
+    # still holds it, the mapping is freed with its last reference instead.
+    for attempt in range(2):
+        try:
+            view.release()
+            mapped.close()
+            return
+        except BufferError:
+            if attempt == 0:
+                gc.collect()
 
 
 def _sha256(handle: object, chunk_bytes: int) -> str:

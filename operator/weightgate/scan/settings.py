@@ -63,6 +63,10 @@ class Limits:
     max_array_items: int = 50_000_000
     """Items of one array in a header (GGUF token lists run to a few hundred thousand)."""
 
+    max_protobuf_fields: int = 20_000_000
+    """Fields walked in one protobuf message tree (ONNX, SavedModel); a 1 GB model with
+    embedded weights has far fewer, since tensor payloads are one field each."""
+
     max_json_bytes: int = 64 * MiB
     """Configuration files (config.json, tokenizer_config.json) parsed as JSON or YAML."""
 
