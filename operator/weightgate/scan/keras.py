@@ -1,11 +1,386 @@
-"""Scanner for keras (placeholder until its reader lands)."""
+"""Scanner for Keras models: the legacy ``.h5`` file and the model config of both formats.
 
+A Keras model is code-free except where its config says otherwise, and the config says so
+in a few known ways: Lambda layers (Python bytecode, marshalled and base64-encoded, run by
+``marshal.loads`` on load whenever safe_mode is off, and always for ``.h5`` files,
+CVE-2024-3660, CVE-2025-9905), ``__lambda__`` function objects, objects whose ``module``
+names a package outside Keras and TensorFlow (imported on load, CVE-2025-1550), custom
+registered objects, TFOpLambda layers (they call a TensorFlow function by name), and Keras'
+own functions that switch safe mode off or fetch files (CVE-2025-9906, CVE-2025-8747).
+
+``.keras`` archives reach :func:`scan_keras_config` through the JSON scanner (their
+``config.json``); legacy ``.h5`` files through :func:`scan_hdf5`, which reads the
+``model_config`` and ``training_config`` root attributes with the bounded reader in
+:mod:`weightgate.formats.hdf5`. Bytecode is never unmarshalled: evidence shows its size,
+first bytes and the identifiers it contains.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+
+from weightgate.formats.hdf5 import (
+    Hdf5Attribute,
+    Hdf5Bounds,
+    UnsupportedHdf5,
+    read_root_attributes,
+)
 from weightgate.scan.context import ScanContext
+from weightgate.scan.findings import Rule, Severity, rule
+
+LAMBDA_LAYER = rule(
+    "keras.lambda-layer",
+    Severity.CRITICAL,
+    "A Lambda layer carries Python code",
+    "Keras rebuilds a Lambda layer's function from marshalled bytecode in the config and "
+    "runs it: on load for .h5 files (whatever safe_mode says) and .keras files loaded with "
+    "safe_mode=False. A Lambda that names a function instead (high) calls it with "
+    "arguments from the config. Load only models whose Lambda code you wrote; better, "
+    "replace Lambda layers with registered custom layers.",
+)
+PYTHON_BYTECODE = rule(
+    "keras.python-bytecode",
+    Severity.CRITICAL,
+    "A serialized Python function (__lambda__) in the config",
+    "Keras 3 stores lambdas used as activations, losses or other arguments as marshalled "
+    "bytecode, run when the model is loaded with safe_mode=False.",
+)
+CUSTOM_MODULE = rule(
+    "keras.custom-module",
+    Severity.HIGH,
+    "The config imports a module outside Keras and TensorFlow",
+    "Keras imports the module an object names to rebuild it; a module outside Keras and "
+    "TensorFlow (os, builtins, a user package) runs its code or hands out its functions "
+    "(CVE-2025-1550). Allow the package in policy only if you ship and trust it.",
+)
+CUSTOM_OBJECT = rule(
+    "keras.custom-object",
+    Severity.HIGH,
+    "The config uses a registered custom object from outside Keras",
+    "The model only loads with code registered by the user (register_keras_serializable); "
+    "that code runs on load. Review the package named and allow it in policy.",
+)
+TF_OP_LAMBDA = rule(
+    "keras.tf-op-lambda",
+    Severity.HIGH,
+    "A TFOpLambda layer names an unexpected function",
+    "TFOpLambda and SlicingOpLambda layers call a TensorFlow API function by name. A name "
+    "that is not a TensorFlow API symbol, or one that runs Python or touches files "
+    "(py_function, numpy_function, io.write_file, gfile), has no place in a model.",
+)
+UNSAFE_FUNCTION = rule(
+    "keras.unsafe-function",
+    Severity.HIGH,
+    "The config calls a Keras function that weakens loading",
+    "enable_unsafe_deserialization and set_global_attribute turn safe_mode off from "
+    "inside the config (CVE-2025-9906); get_file downloads files and load_model/"
+    "load_weights load further models (CVE-2025-8747). No model needs them.",
+)
+CONFIG_UNREADABLE = rule(
+    "keras.config-unreadable",
+    Severity.MEDIUM,
+    "The Keras model config could not be read",
+    "The config decides what code a Keras model runs, so a file whose config cannot be "
+    "checked fails closed. Re-save the model with Keras' default settings.",
+)
+NO_MODEL_CONFIG = rule(
+    "hdf5.no-model-config",
+    Severity.INFO,
+    "HDF5 file without a Keras model config",
+    "Plain HDF5 data (or Keras weights saved without the architecture) declares no layers, "
+    "so there is no model code to check.",
+)
+
+ALLOWED_MODULE_ROOTS = frozenset(
+    {"keras", "tf_keras", "tensorflow", "keras_hub", "keras_nlp", "keras_cv"}
+)
+"""Top-level packages a config may name: Keras, TensorFlow and the Keras team's own
+model libraries (keras_hub configs name ``keras_hub.src.models...``)."""
+
+UNSAFE_FUNCTIONS = frozenset(
+    {"enable_unsafe_deserialization", "set_global_attribute", "get_file", "load_model",
+     "load_weights"}
+)  # fmt: skip
+"""Keras functions used as gadgets in safe_mode bypasses (see UNSAFE_FUNCTION)."""
+
+TF_OP_LAMBDA_CLASSES = frozenset({"TFOpLambda", "SlicingOpLambda"})
+UNSAFE_TF_SYMBOLS = frozenset(
+    {"py_function", "numpy_function", "py_func", "eager_py_func", "pyfunc",
+     "pyfuncstateless", "eagerpyfunc", "write_file", "writefile", "read_file", "readfile",
+     "matching_files", "matchingfiles"}
+)  # fmt: skip
+"""Last components (lower-cased) of TensorFlow functions that run Python or touch files."""
+
+H5_CONFIG_ATTRIBUTES = ("model_config", "training_config")
+H5_KERAS_ATTRIBUTES = frozenset({*H5_CONFIG_ATTRIBUTES, "keras_version", "backend"})
+
+MAX_CONFIG_DEPTH = 500
+"""Nesting of config objects walked (real models nest a few dozen levels)."""
+
+MAX_HINT_CHARS = 4096
+"""Base64 characters decoded for a bytecode hint."""
+
+_TF_SYMBOL = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*")
+_IDENTIFIER = re.compile(rb"[A-Za-z_][A-Za-z0-9_]{2,}")
 
 
 def scan_hdf5(ctx: ScanContext, data: memoryview) -> None:
-    """Placeholder: reports nothing."""
+    """Scan an HDF5 file: the Keras model config in its root attributes, if any.
+
+    Raises:
+        FormatError: The HDF5 structures read are malformed.
+        LimitExceeded: A size or count exceeds the limits.
+    """
+    limits = ctx.limits
+    bounds = Hdf5Bounds(
+        max_header_bytes=limits.max_header_bytes,
+        max_string_bytes=min(limits.max_string_bytes, limits.max_json_bytes),
+        max_messages=limits.max_metadata_entries,
+    )
+    try:
+        root = read_root_attributes(data, bounds, H5_KERAS_ATTRIBUTES)
+    except UnsupportedHdf5 as exc:
+        ctx.report(
+            CONFIG_UNREADABLE,
+            f"root attributes not read: unsupported HDF5 feature ({exc})",
+            offset=exc.offset,
+        )
+        return
+    if root.unreadable:
+        more = f" (and {len(root.unreadable) - 1} more)" if len(root.unreadable) > 1 else ""
+        ctx.report(
+            CONFIG_UNREADABLE,
+            f"root attributes not read: {root.unreadable[0]}{more}; libhdf5 would read a "
+            "model_config from there",
+        )
+    found = False
+    for name in H5_CONFIG_ATTRIBUTES:
+        attribute = root.attributes.get(name)
+        if attribute is not None:
+            found = True
+            config = _attribute_json(ctx, attribute)
+            if config is not None:
+                scan_keras_config(ctx, config, offset=attribute.offset)
+    if not found and not root.unreadable:
+        keras = "keras_version" in root.attributes or "backend" in root.attributes
+        ctx.report(
+            NO_MODEL_CONFIG,
+            "Keras weights without a model config: no layers or code declared"
+            if keras
+            else "no model_config root attribute (plain HDF5 data or weights): no model "
+            "code to check",
+        )
 
 
-def scan_keras_config(ctx: ScanContext, config: object) -> None:
-    """Placeholder: checks a parsed Keras model config (from config.json or an .h5 attribute)."""
+def _attribute_json(ctx: ScanContext, attribute: Hdf5Attribute) -> object | None:
+    problem = attribute.problem
+    config: object = None
+    if attribute.values is None:
+        problem = problem or "no value"
+    elif len(attribute.values) != 1:
+        problem = f"{len(attribute.values)} strings where Keras stores one"
+    else:
+        try:
+            config = json.loads(attribute.values[0])
+        except (ValueError, RecursionError) as exc:
+            problem = f"not JSON ({str(exc)[:100]})"
+    if problem is not None:
+        ctx.report(
+            CONFIG_UNREADABLE,
+            f"root attribute {attribute.name!r} could not be read: {problem}",
+            offset=attribute.offset,
+            evidence=attribute.name,
+        )
+        return None
+    return config
+
+
+def scan_keras_config(ctx: ScanContext, config: object, *, offset: int | None = None) -> None:
+    """Check a parsed Keras config (``config.json`` of a .keras file or an .h5 attribute).
+
+    Every object of the config is visited, so models nested in layers (Functional inside
+    Sequential, wrappers, compile configs) are covered. Content that is not a Keras config
+    (no objects with a ``class_name``) produces nothing.
+
+    Args:
+        ctx: Where findings go.
+        config: The parsed JSON.
+        offset: Byte offset to give findings (the .h5 attribute message), if known.
+    """
+    _ConfigChecker(ctx, offset).walk(config)
+
+
+class _ConfigChecker:
+    def __init__(self, ctx: ScanContext, offset: int | None) -> None:
+        self.ctx = ctx
+        self.offset = offset
+        # Function objects already reported as part of their Lambda layer.
+        self.handled: set[int] = set()
+
+    def report(
+        self, rule_: Rule, message: str, evidence: str, severity: Severity | None = None
+    ) -> None:
+        self.ctx.report(rule_, message, offset=self.offset, evidence=evidence, severity=severity)
+
+    def walk(self, config: object) -> None:
+        limit = self.ctx.limits.max_metadata_entries
+        stack: list[tuple[object, int]] = [(config, 0)]
+        seen: set[int] = set()
+        while stack:
+            item, depth = stack.pop()
+            if isinstance(item, dict):
+                children = list(item.values())
+            elif isinstance(item, list | tuple):
+                children = list(item)
+            else:
+                continue
+            if id(item) in seen:
+                continue  # YAML-style shared references: visit once, never loop
+            seen.add(id(item))
+            if depth > MAX_CONFIG_DEPTH or len(seen) > limit:
+                self.report(
+                    CONFIG_UNREADABLE,
+                    f"config nested deeper than {MAX_CONFIG_DEPTH} or with more than {limit} "
+                    "objects; the rest was not checked",
+                    evidence="config",
+                )
+                return
+            if (
+                isinstance(item, dict)
+                and isinstance(item.get("class_name"), str)
+                and id(item) not in self.handled
+            ):
+                self.check_object(item)
+            # Reversed, so that findings come out in document order.
+            stack.extend((child, depth + 1) for child in reversed(children))
+
+    def check_object(self, obj: dict[object, object]) -> None:
+        class_name = str(obj["class_name"])
+        config = obj.get("config")
+        inner = config if isinstance(config, dict) else {}
+        label = f"{_name_of(obj, inner)!r} ({class_name})"
+        if class_name == "Lambda":
+            self.lambda_layer(inner, label)
+        elif class_name == "__lambda__":
+            hint = self.lambda_object_hint(obj)
+            self.report(PYTHON_BYTECODE, f"serialized Python function: {hint}", evidence=label)
+        elif class_name in TF_OP_LAMBDA_CLASSES:
+            self.tf_op(inner.get("function"), label)
+        module = obj.get("module")
+        registered = obj.get("registered_name")
+        if isinstance(module, str) and not _allowed_module(module):
+            target = config if class_name == "function" and isinstance(config, str) else ""
+            qualified = f"{module}.{target or class_name}"
+            self.report(CUSTOM_MODULE, f"{label} is loaded from module {module!r}", qualified)
+        else:
+            # Keras 3 keeps "package>Name" in registered_name, Keras 2 in class_name.
+            for registration in (registered, class_name):
+                if isinstance(registration, str) and ">" in registration:
+                    if not _allowed_module(registration.split(">", 1)[0]):
+                        self.report(
+                            CUSTOM_OBJECT,
+                            f"{label} is registered as {registration!r}",
+                            registration,
+                        )
+                    break
+        function = config if class_name == "function" and isinstance(config, str) else class_name
+        if function in UNSAFE_FUNCTIONS:
+            where = module if isinstance(module, str) else "keras"
+            self.report(
+                UNSAFE_FUNCTION,
+                f"{label} refers to {where}.{function}",
+                f"{where}.{function}",
+            )
+
+    def lambda_layer(self, config: dict[object, object], label: str) -> None:
+        code: list[str] = []
+        named = ""
+        function = config.get("function")
+        if isinstance(function, dict) and function.get("class_name") != "__lambda__":
+            # Keras 3 reference to a named function; the walk still checks its module.
+            named = f"{function.get('module')}.{function.get('config')}"
+        elif isinstance(function, dict):  # Keras 3 serialized lambda
+            code.append(self.lambda_object_hint(function))
+        elif isinstance(function, list | tuple) and function:  # Keras 2: [code, defaults, closure]
+            code.append(_code_hint(function[0]))
+        elif isinstance(function, str) and config.get("function_type") == "function":
+            named = f"{config.get('module')}.{function}"
+        else:
+            code.append(_code_hint(function))
+        shape = config.get("output_shape")
+        if config.get("output_shape_type") == "lambda":
+            code.append(
+                "output_shape " + _code_hint(shape[0] if isinstance(shape, list) else shape)
+            )
+        elif isinstance(shape, dict) and shape.get("class_name") == "__lambda__":
+            code.append("output_shape " + self.lambda_object_hint(shape))
+        if code:
+            self.report(LAMBDA_LAYER, f"Lambda layer {label}: {'; '.join(code)}", label)
+        else:
+            self.report(
+                LAMBDA_LAYER,
+                f"Lambda layer {label} calls function {named}",
+                label,
+                severity=Severity.HIGH,
+            )
+
+    def lambda_object_hint(self, function: dict[object, object]) -> str:
+        """Hint for a ``__lambda__`` object reported with its layer (not reported again)."""
+        self.handled.add(id(function))
+        inner = function.get("config")
+        value = inner.get("code", inner.get("value")) if isinstance(inner, dict) else inner
+        if isinstance(value, list | tuple) and value:  # {"value": [code, defaults, closure]}
+            value = value[0]
+        return _code_hint(value)
+
+    def tf_op(self, symbol: object, label: str) -> None:
+        if not isinstance(symbol, str) or not _TF_SYMBOL.fullmatch(symbol):
+            self.report(
+                TF_OP_LAMBDA,
+                f"{label} names {str(symbol)[:100]!r}, not a TensorFlow API symbol",
+                label,
+            )
+            return
+        parts = symbol.lower().split(".")
+        if parts[-1] in UNSAFE_TF_SYMBOLS or "gfile" in parts:
+            self.report(
+                TF_OP_LAMBDA,
+                f"{label} calls tf.{symbol}, which runs Python or touches files",
+                label,
+            )
+
+
+def _allowed_module(module: str) -> bool:
+    return module.split(".", 1)[0] in ALLOWED_MODULE_ROOTS
+
+
+def _name_of(obj: dict[object, object], config: dict[object, object]) -> str:
+    name = obj.get("name", config.get("name"))
+    return str(name)[:100] if name is not None else "<unnamed>"
+
+
+def _code_hint(code: object) -> str:
+    """Describe serialized code without running it: size, first bytes, identifiers."""
+    if not isinstance(code, str):
+        return f"function of unexpected form ({type(code).__name__})"
+    compact = "".join(code[: MAX_HINT_CHARS * 2].split())
+    head = compact[: MAX_HINT_CHARS - MAX_HINT_CHARS % 4]
+    try:
+        raw = base64.b64decode(head, validate=True) if head else b""
+    except (binascii.Error, ValueError):
+        raw = b""
+    if not raw:
+        text = code.strip()
+        shown = text if len(text) <= 120 else text[:117] + "..."
+        return f"Python source {shown!r}"
+    names: list[str] = []
+    for match in _IDENTIFIER.finditer(raw):
+        name = match.group().decode("ascii")
+        if name not in names:
+            names.append(name)
+    size = len(code) * 3 // 4  # approximate: whitespace and padding are not subtracted
+    listed = ", ".join(names[:12]) or "none"
+    return f"marshalled bytecode (~{size} bytes, starts {raw[:8].hex()}; names: {listed})"
