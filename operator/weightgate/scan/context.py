@@ -143,7 +143,7 @@ class ScanContext:
         disagree with the content. Returns the detected format.
         """
         view = memoryview(data)
-        fmt = detect.detect_format(view[: detect.HEAD_BYTES], len(view), name)
+        fmt = detect.detect_format(view, name)
         self._check_name(fmt, name)
         if self.depth > self.limits.max_archive_depth:
             self.report(
