@@ -107,6 +107,39 @@ def detect_format(content: BytesLike, name: str = "") -> FileFormat:
     return FileFormat.UNKNOWN
 
 
+_EOCD_SIZE = 22
+_CENTRAL_SIGNATURE = b"PK\x01\x02"
+
+
+def ends_with_zip_directory(content: BytesLike) -> bool:
+    """True when the content ends like a zip archive, whatever it starts like.
+
+    zipfile-based loaders (Keras, NumPy's npz, many custom ones) find an archive from its
+    end-of-central-directory record, so a pickle or safetensors file with a zip appended
+    is also a zip to them. The record must end the file exactly (its comment reaching
+    EOF) and point back at a central directory record, so stray bytes never match.
+    """
+    view = memoryview(content)
+    size = len(view)
+    start = max(0, size - (0xFFFF + _EOCD_SIZE))
+    tail = bytes(view[start:])
+    pos = tail.rfind(EOCD_SIGNATURE)
+    while pos >= 0:
+        eocd = start + pos
+        if eocd + _EOCD_SIZE <= size:
+            cd_size, _cd_offset, comment = struct.unpack_from("<IIH", view, eocd + 12)
+            cd_start = eocd - cd_size
+            if (
+                eocd + _EOCD_SIZE + comment == size
+                and cd_size >= 46
+                and cd_start >= 0
+                and view[cd_start : cd_start + 4] == _CENTRAL_SIGNATURE
+            ):
+                return True
+        pos = tail.rfind(EOCD_SIGNATURE, 0, pos)
+    return False
+
+
 def _hdf5_superblock_offset(view: memoryview) -> int | None:
     # libhdf5 looks for the superblock at 0, then 512, 1024, 2048, ... (after a user
     # block), so a Keras .h5 with a user block loads; it must not escape detection.

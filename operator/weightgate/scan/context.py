@@ -43,6 +43,13 @@ DEPTH_EXCEEDED = rule(
     "Members below the limit were not scanned, so the verdict fails closed. Raise "
     "limits.max_archive_depth if such nesting is expected.",
 )
+POLYGLOT = rule(
+    "format.polyglot",
+    Severity.MEDIUM,
+    "The content is two formats at once: it also ends like a zip archive",
+    "Loaders that start at the beginning see one format, zipfile-based loaders see the "
+    "archive at the end. Both were scanned; a model file has no reason to be both.",
+)
 MALFORMED = rule(
     "format.malformed",
     Severity.MEDIUM,
@@ -154,6 +161,9 @@ class ScanContext:
             )
             return fmt
         self.scan_as(fmt, view)
+        if fmt is not FileFormat.ZIP and detect.ends_with_zip_directory(view):
+            self.report(POLYGLOT, f"{fmt.value} content that also ends with a zip directory")
+            self.scan_as(FileFormat.ZIP, view)
         return fmt
 
     def scan_as(self, fmt: FileFormat, data: BytesLike) -> None:

@@ -62,7 +62,7 @@ RULES: dict[str, Rule] = {}
 """Every declared rule by id, in declaration order."""
 
 
-def rule(rule_id: str, severity: Severity, title: str, help: str) -> Rule:  # noqa: A002
+def rule(rule_id: str, severity: Severity, title: str, help: str) -> Rule:
     """Declare a rule. Declaring the same id twice with different content is a bug."""
     declared = Rule(rule_id, severity, title, help)
     existing = RULES.setdefault(rule_id, declared)
