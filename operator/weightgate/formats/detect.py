@@ -99,7 +99,7 @@ def detect_format(content: BytesLike, name: str = "") -> FileFormat:
     protobuf = _protobuf_format(data, name)
     if protobuf is not None:
         return protobuf
-    text = _text_format(data)
+    text = _text_format(data, truncated=size > len(data))
     if text is not None:
         return text
     if data[0] in _PICKLE_TEXT_FIRST_OPCODES:
@@ -163,10 +163,10 @@ def _looks_like_safetensors(data: bytes, size: int) -> bool:
         return False
     header_len: int = struct.unpack_from("<Q", data)[0]
     if data[0] == PICKLE_PROTO and data[1] <= 5:
-        # A header length of 128, 384, ... starts like a pickle's PROTO opcode. Only a
-        # length that fits the file makes it safetensors; a pickle whose bytes 0-7 happen
-        # to spell such a length cannot get past its 0x00 bytes to run anything.
-        return 2 <= header_len <= size - 8
+        # A header length of 128, 384, ... starts like a pickle's PROTO opcode. 0x00 is
+        # no opcode, so a zero third byte (any header under 64 KiB) rules the pickle out;
+        # otherwise only a length that fits the file makes it safetensors.
+        return data[2] == 0 or 2 <= header_len <= size - 8
     return header_len > 1 or size > 9
 
 
@@ -180,12 +180,12 @@ def _protobuf_format(data: bytes, name: str) -> FileFormat | None:
     return None
 
 
-def _text_format(data: bytes) -> FileFormat | None:
+def _text_format(data: bytes, truncated: bool) -> FileFormat | None:
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        # The head may end inside a multi-byte character.
-        if exc.start < len(data) - 4:
+        # A head cut from a longer file may end inside a multi-byte character.
+        if not (truncated and exc.reason == "unexpected end of data"):
             return None
         text = data[: exc.start].decode("utf-8")
     if any(ch in text for ch in "\x00\x01\x02\x03\x04\x05\x06\x07\x0e\x0f\x10\x11\x12"):
@@ -240,6 +240,14 @@ CODE_FREE_FORMATS = frozenset(
 
 # Formats whose content can run code when loaded by the usual tools.
 CODE_CARRYING_FORMATS = frozenset({FileFormat.PICKLE})
+
+
+# Formats whose readers can say precisely why unrecognisable content is not valid: when
+# the name claims one of them alone, the content goes to that reader (a truncated
+# download named model.safetensors is a broken safetensors file, not "unknown").
+VERIFIABLE_CLAIMS = frozenset(
+    {FileFormat.SAFETENSORS, FileFormat.GGUF, FileFormat.NUMPY, FileFormat.HDF5}
+)
 
 
 def claimed_formats(name: str) -> frozenset[FileFormat] | None:

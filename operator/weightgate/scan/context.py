@@ -160,6 +160,12 @@ class ScanContext:
                 evidence=fmt.value,
             )
             return fmt
+        claims = detect.claimed_formats(name) or frozenset()
+        if fmt in (FileFormat.UNKNOWN, FileFormat.EMPTY, FileFormat.TEXT) and len(claims) == 1:
+            (claimed,) = claims
+            if claimed in detect.VERIFIABLE_CLAIMS:
+                self.scan_as(claimed, view)
+                return fmt
         self.scan_as(fmt, view)
         if fmt is not FileFormat.ZIP and detect.ends_with_zip_directory(view):
             self.report(POLYGLOT, f"{fmt.value} content that also ends with a zip directory")

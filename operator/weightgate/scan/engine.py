@@ -83,7 +83,8 @@ def scan_file(path: Path, display: str, settings: ScanSettings) -> FileResult:
         digest = _sha256(handle, settings.chunk_bytes)
         result = FileResult(path=display, size=size, sha256=digest, format="empty")
         context = ScanContext(settings, display, result.findings)
-        if size == 0:
+        if size == 0:  # mmap cannot map nothing; a claimed format still gets its say
+            context.scan(memoryview(b""), path.name)
             return result
         mapped = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
         view = memoryview(mapped)
