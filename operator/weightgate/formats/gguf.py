@@ -14,17 +14,50 @@ and string arrays are bounds-checked in one tight loop without decoding. Version
 counts and lengths) to 3 are read, in either byte order. Problems that leave the rest
 readable are collected as :class:`GGUFProblem`; the others raise
 :class:`~weightgate.errors.FormatError` or :class:`~weightgate.errors.LimitExceeded`.
+The type tables and records are in :mod:`weightgate.formats.gguf_types` (re-exported
+here), the tensor size and layout checks in :mod:`weightgate.formats.gguf_layout`.
 """
 
 from __future__ import annotations
 
-import enum
 import struct
 from dataclasses import dataclass
 from typing import Protocol
 
 from weightgate.errors import FormatError, LimitExceeded
 from weightgate.formats.detect import BytesLike
+from weightgate.formats.gguf_layout import align, check_layout, tensor_bytes
+from weightgate.formats.gguf_types import (
+    GGML_TYPES,
+    SCALAR_CODES,
+    Fault,
+    GGUFArray,
+    GGUFField,
+    GGUFProblem,
+    GGUFTensorInfo,
+    GGUFValue,
+    GGUFValueType,
+)
+
+__all__ = [
+    "ALIGNMENT_KEY",
+    "DEFAULT_ALIGNMENT",
+    "GGML_TYPES",
+    "GGUF_MAGIC",
+    "MAX_DIMS",
+    "MAX_NAME_BYTES",
+    "SUPPORTED_VERSIONS",
+    "Fault",
+    "GGUFArray",
+    "GGUFField",
+    "GGUFFile",
+    "GGUFLimits",
+    "GGUFProblem",
+    "GGUFTensorInfo",
+    "GGUFValue",
+    "GGUFValueType",
+    "read_gguf",
+]
 
 GGUF_MAGIC = b"GGUF"
 SUPPORTED_VERSIONS = frozenset({1, 2, 3})
@@ -36,55 +69,6 @@ MAX_NAME_BYTES = 63
 
 _MAX_ARRAY_NESTING = 8
 _KEPT_ARRAY_ITEMS = 256
-_I64_MAX = 2**63 - 1
-
-
-class GGUFValueType(enum.IntEnum):
-    """Metadata value types (``gguf_type``)."""
-
-    UINT8 = 0
-    INT8 = 1
-    UINT16 = 2
-    INT16 = 3
-    UINT32 = 4
-    INT32 = 5
-    FLOAT32 = 6
-    BOOL = 7
-    STRING = 8
-    ARRAY = 9
-    UINT64 = 10
-    INT64 = 11
-    FLOAT64 = 12
-
-
-_SCALAR_CODES = {
-    GGUFValueType.UINT8: "B",
-    GGUFValueType.INT8: "b",
-    GGUFValueType.UINT16: "H",
-    GGUFValueType.INT16: "h",
-    GGUFValueType.UINT32: "I",
-    GGUFValueType.INT32: "i",
-    GGUFValueType.FLOAT32: "f",
-    GGUFValueType.BOOL: "B",
-    GGUFValueType.UINT64: "Q",
-    GGUFValueType.INT64: "q",
-    GGUFValueType.FLOAT64: "d",
-}
-
-GGML_TYPES: dict[int, tuple[str, int, int]] = {
-    0: ("F32", 1, 4), 1: ("F16", 1, 2), 2: ("Q4_0", 32, 18), 3: ("Q4_1", 32, 20),
-    6: ("Q5_0", 32, 22), 7: ("Q5_1", 32, 24), 8: ("Q8_0", 32, 34), 9: ("Q8_1", 32, 40),
-    10: ("Q2_K", 256, 84), 11: ("Q3_K", 256, 110), 12: ("Q4_K", 256, 144),
-    13: ("Q5_K", 256, 176), 14: ("Q6_K", 256, 210), 15: ("Q8_K", 256, 292),
-    16: ("IQ2_XXS", 256, 66), 17: ("IQ2_XS", 256, 74), 18: ("IQ3_XXS", 256, 98),
-    19: ("IQ1_S", 256, 50), 20: ("IQ4_NL", 32, 18), 21: ("IQ3_S", 256, 110),
-    22: ("IQ2_S", 256, 82), 23: ("IQ4_XS", 256, 136), 24: ("I8", 1, 1), 25: ("I16", 1, 2),
-    26: ("I32", 1, 4), 27: ("I64", 1, 8), 28: ("F64", 1, 8), 29: ("IQ1_M", 256, 56),
-    30: ("BF16", 1, 2), 34: ("TQ1_0", 256, 54), 35: ("TQ2_0", 256, 66),
-    39: ("MXFP4", 32, 17), 40: ("NVFP4", 64, 36), 41: ("Q1_0", 128, 18),
-}  # fmt: skip
-"""ggml tensor types llama.cpp loads: id -> (name, elements per block, bytes per block).
-Ids 4, 5, 31-33 and 36-38 were removed from ggml; its loader refuses them."""
 
 
 class GGUFLimits(Protocol):
@@ -105,67 +89,6 @@ class GGUFLimits(Protocol):
     @property
     def max_array_items(self) -> int:
         """Most items in one array."""
-
-
-class Fault(enum.Enum):
-    """A problem that leaves the rest of the file readable, one member per rule."""
-
-    OBSOLETE_VERSION = "obsolete-version"
-    DUPLICATE_KEY = "duplicate-key"
-    INVALID_ALIGNMENT = "invalid-alignment"
-    DUPLICATE_TENSOR = "duplicate-tensor"
-    INVALID_TENSOR = "invalid-tensor"
-    UNKNOWN_TENSOR_TYPE = "unknown-tensor-type"
-    MISALIGNED_OFFSET = "misaligned-offset"
-    OFFSET_GAP = "offset-gap"
-    OFFSET_OVERLAP = "offset-overlap"
-    OFFSET_OUT_OF_BOUNDS = "offset-out-of-bounds"
-
-
-@dataclass(frozen=True)
-class GGUFProblem:
-    """A problem found in a file that could still be read (offsets are absolute)."""
-
-    fault: Fault
-    message: str
-    offset: int
-    evidence: str | None = None
-
-
-@dataclass(frozen=True)
-class GGUFArray:
-    """An array value. ``items`` is kept only for short arrays (None otherwise)."""
-
-    item_type: GGUFValueType
-    count: int
-    offset: int
-    items: tuple[GGUFValue, ...] | None
-
-
-GGUFValue = int | float | bool | str | GGUFArray
-
-
-@dataclass(frozen=True)
-class GGUFField:
-    """One metadata key/value pair; ``offset`` is the key's, ``value_offset`` the value's."""
-
-    key: str
-    value_type: GGUFValueType
-    value: GGUFValue
-    offset: int
-    value_offset: int
-
-
-@dataclass(frozen=True)
-class GGUFTensorInfo:
-    """One tensor info; ``offset`` is relative to the data section, as in the file."""
-
-    name: str
-    shape: tuple[int, ...]
-    ggml_type: int
-    offset: int
-    n_bytes: int | None
-    info_offset: int
 
 
 @dataclass(frozen=True)
@@ -250,10 +173,10 @@ class _Reader:
         alignment = self.alignment(fields)
         tensors = [self.read_tensor_info() for _ in range(tensor_count)]
         header_end = self.pos
-        data_offset = _align(header_end, alignment)
+        data_offset = align(header_end, alignment)
         if tensors and data_offset > self.size:
             raise FormatError("data section starts past the end of the file", header_end)
-        data_end = self.check_layout(tensors, data_offset, alignment)
+        data_end = check_layout(tensors, data_offset, alignment, self.size, report=self.problem)
         return GGUFFile(
             version=version,
             big_endian=self.order == ">",
@@ -261,7 +184,7 @@ class _Reader:
             tensors=tuple(tensors),
             alignment=alignment,
             data_offset=data_offset,
-            trailing_bytes=max(0, self.size - _align(max(data_end, header_end), alignment)),
+            trailing_bytes=max(0, self.size - align(max(data_end, header_end), alignment)),
             problems=tuple(self.problems),
         )
 
@@ -344,7 +267,7 @@ class _Reader:
             return self.string().decode("utf-8", "replace")
         if value_type is GGUFValueType.ARRAY:
             return self.array(depth + 1)
-        value: int | float = self.unpack(_SCALAR_CODES[value_type])
+        value: int | float = self.unpack(SCALAR_CODES[value_type])
         return bool(value) if value_type is GGUFValueType.BOOL else value
 
     def array(self, depth: int) -> GGUFArray:
@@ -354,7 +277,7 @@ class _Reader:
         item_type = self.value_type()
         length_bytes = 8 if self.wide else 4
         item_bytes = {GGUFValueType.STRING: length_bytes, GGUFValueType.ARRAY: 4 + length_bytes}
-        minimum = item_bytes.get(item_type) or struct.calcsize(_SCALAR_CODES[item_type])
+        minimum = item_bytes.get(item_type) or struct.calcsize(SCALAR_CODES[item_type])
         count = self.count("array length", self.limits.max_array_items, minimum)
         start = self.pos
         if count <= _KEPT_ARRAY_ITEMS:
@@ -402,8 +325,6 @@ class _Reader:
         self.problem(Fault.INVALID_ALIGNMENT, message, field.value_offset, ALIGNMENT_KEY)
         return DEFAULT_ALIGNMENT
 
-    # -- tensors ----------------------------------------------------------------------
-
     def read_tensor_info(self) -> GGUFTensorInfo:
         info_offset = self.pos
         raw_name = self.string()
@@ -419,64 +340,7 @@ class _Reader:
         if len(raw_name) > MAX_NAME_BYTES:
             message = f"tensor name is {len(raw_name)} bytes (llama.cpp allows {MAX_NAME_BYTES})"
             self.problem(Fault.INVALID_TENSOR, message, info_offset, name)
-        n_bytes = self.tensor_bytes(name, shape, ggml_type, n_dims_at, type_at)
+        n_bytes = tensor_bytes(
+            name, shape, ggml_type, n_dims_at=n_dims_at, type_at=type_at, report=self.problem
+        )
         return GGUFTensorInfo(name, shape, ggml_type, offset, n_bytes, info_offset)
-
-    def tensor_bytes(
-        self, name: str, shape: tuple[int, ...], ggml_type: int, n_dims_at: int, type_at: int
-    ) -> int | None:
-        """The tensor's size in bytes, or None (with a problem) when it has none."""
-        elements = 1
-        for dim in shape:
-            elements *= dim
-        known = GGML_TYPES.get(ggml_type)
-        if any(dim > _I64_MAX for dim in shape) or elements > _I64_MAX:
-            message = f"tensor {name!r} shape {list(shape)} overflows 64-bit element counts"
-            self.problem(Fault.INVALID_TENSOR, message, n_dims_at, name)
-        elif known is None:
-            message = f"tensor {name!r} has unknown ggml type {ggml_type}"
-            self.problem(Fault.UNKNOWN_TENSOR_TYPE, message, type_at, name)
-        elif (shape[0] if shape else 1) % known[1]:
-            type_name, block, _ = known
-            message = (
-                f"tensor {name!r} rows of {shape[0]} {type_name} are not whole blocks of {block}"
-            )
-            self.problem(Fault.INVALID_TENSOR, message, n_dims_at, name)
-        else:
-            return elements // known[1] * known[2]
-        return None
-
-    def check_layout(self, tensors: list[GGUFTensorInfo], data_offset: int, alignment: int) -> int:
-        """Check offsets like llama.cpp: back to back in file order; return the data end."""
-        expected: int | None = 0
-        data_end = data_offset
-        names: set[str] = set()
-        for tensor in tensors:
-            at, name, offset = tensor.info_offset, tensor.name, tensor.offset
-            if name in names:
-                self.problem(Fault.DUPLICATE_TENSOR, f"duplicate tensor {name!r}", at, name)
-            names.add(name)
-            if offset % alignment:
-                message = f"tensor {name!r} offset {offset} is not a multiple of {alignment}"
-                self.problem(Fault.MISALIGNED_OFFSET, message, at, name)
-            if expected is not None and offset > expected:
-                message = f"data bytes {expected}..{offset} before {name!r} belong to no tensor"
-                gap_at = min(data_offset + expected, self.size)
-                self.problem(Fault.OFFSET_GAP, message, gap_at, name)
-            elif expected is not None and offset < expected:
-                message = f"tensor {name!r} at {offset} overlaps the one before (ends {expected})"
-                self.problem(Fault.OFFSET_OVERLAP, message, at, name)
-            start = data_offset + offset
-            end = start + (tensor.n_bytes or 0)
-            if end > self.size:
-                message = f"tensor {name!r} spans {start}..{end}, past the end ({self.size})"
-                self.problem(Fault.OFFSET_OUT_OF_BOUNDS, message, at, name)
-            # With an unknown size, later offsets cannot be predicted.
-            has_size = tensor.n_bytes is not None
-            expected = offset + _align(tensor.n_bytes or 0, alignment) if has_size else None
-            data_end = max(data_end, end)
-        return data_end
-
-
-def _align(value: int, alignment: int) -> int:
-    return value + (-value % alignment)

@@ -20,12 +20,12 @@ Scanner = Callable[["ScanContext", memoryview], None]
 
 _SCANNERS: dict[FileFormat, str] = {
     FileFormat.PICKLE: "weightgate.scan.pickle:scan_pickle",
-    FileFormat.ZIP: "weightgate.scan.archive:scan_zip",
-    FileFormat.TAR: "weightgate.scan.archive:scan_tar",
-    FileFormat.GZIP: "weightgate.scan.archive:scan_gzip",
-    FileFormat.BZIP2: "weightgate.scan.archive:scan_bzip2",
-    FileFormat.XZ: "weightgate.scan.archive:scan_xz",
-    FileFormat.SEVENZIP: "weightgate.scan.archive:scan_7z",
+    FileFormat.ZIP: "weightgate.scan.archive.zip:scan_zip",
+    FileFormat.TAR: "weightgate.scan.archive.tar:scan_tar",
+    FileFormat.GZIP: "weightgate.scan.archive.streams:scan_gzip",
+    FileFormat.BZIP2: "weightgate.scan.archive.streams:scan_bzip2",
+    FileFormat.XZ: "weightgate.scan.archive.streams:scan_xz",
+    FileFormat.SEVENZIP: "weightgate.scan.archive.sevenzip:scan_7z",
     FileFormat.SAFETENSORS: "weightgate.scan.safetensors:scan_safetensors",
     FileFormat.GGUF: "weightgate.scan.gguf:scan_gguf",
     FileFormat.NUMPY: "weightgate.scan.numpy:scan_npy",
