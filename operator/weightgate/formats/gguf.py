@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
-from typing import Protocol
 
 from weightgate.errors import FormatError, LimitExceeded
 from weightgate.formats.detect import BytesLike
@@ -38,6 +37,7 @@ from weightgate.formats.gguf_types import (
     GGUFValue,
     GGUFValueType,
 )
+from weightgate.formats.limits import Limits
 
 __all__ = [
     "ALIGNMENT_KEY",
@@ -51,7 +51,6 @@ __all__ = [
     "GGUFArray",
     "GGUFField",
     "GGUFFile",
-    "GGUFLimits",
     "GGUFProblem",
     "GGUFTensorInfo",
     "GGUFValue",
@@ -69,26 +68,6 @@ MAX_NAME_BYTES = 63
 
 _MAX_ARRAY_NESTING = 8
 _KEPT_ARRAY_ITEMS = 256
-
-
-class GGUFLimits(Protocol):
-    """The limits this reader needs (``weightgate.scan.settings.Limits`` satisfies it)."""
-
-    @property
-    def max_header_bytes(self) -> int:
-        """Where the metadata and tensor infos must end."""
-
-    @property
-    def max_metadata_entries(self) -> int:
-        """Most key/value pairs, and most tensors."""
-
-    @property
-    def max_string_bytes(self) -> int:
-        """Longest string."""
-
-    @property
-    def max_array_items(self) -> int:
-        """Most items in one array."""
 
 
 @dataclass(frozen=True)
@@ -121,7 +100,7 @@ class GGUFFile:
         return next((f for f in self.fields if f.key == key), None)
 
 
-def read_gguf(data: BytesLike, limits: GGUFLimits) -> GGUFFile:
+def read_gguf(data: BytesLike, limits: Limits) -> GGUFFile:
     """Parse and validate a GGUF header without reading tensor data.
 
     Raises:
@@ -133,7 +112,7 @@ def read_gguf(data: BytesLike, limits: GGUFLimits) -> GGUFFile:
 
 
 class _Reader:
-    def __init__(self, view: memoryview, limits: GGUFLimits) -> None:
+    def __init__(self, view: memoryview, limits: Limits) -> None:
         if view.ndim != 1 or view.itemsize != 1:
             view = view.cast("B")
         self.view = view

@@ -28,6 +28,7 @@ from __future__ import annotations
 import struct
 
 from weightgate.formats.detect import BytesLike
+from weightgate.formats.limits import Limits
 from weightgate.formats.safetensors_checks import (
     DTYPE_BITS,
     TENSOR_FIELDS,
@@ -42,7 +43,6 @@ from weightgate.formats.safetensors_types import (
     HEADER_LENGTH_BYTES,
     METADATA_KEY,
     Fault,
-    HeaderLimits,
     HeaderProblem,
     SafetensorsError,
     SafetensorsHeader,
@@ -56,7 +56,6 @@ __all__ = [
     "METADATA_KEY",
     "TENSOR_FIELDS",
     "Fault",
-    "HeaderLimits",
     "HeaderProblem",
     "SafetensorsError",
     "SafetensorsHeader",
@@ -66,7 +65,7 @@ __all__ = [
 ]
 
 
-def read_safetensors_header(data: BytesLike, limits: HeaderLimits) -> SafetensorsHeader:
+def read_safetensors_header(data: BytesLike, limits: Limits) -> SafetensorsHeader:
     """Parse and validate the header of a safetensors file without touching tensor data.
 
     Args:
@@ -105,7 +104,7 @@ def read_safetensors_header(data: BytesLike, limits: HeaderLimits) -> Safetensor
 
 
 def _validate(
-    root: JsonObject, raw: bytes, data_offset: int, data_length: int, limits: HeaderLimits
+    root: JsonObject, raw: bytes, data_offset: int, data_length: int, limits: Limits
 ) -> SafetensorsHeader:
     problems = Problems()
 

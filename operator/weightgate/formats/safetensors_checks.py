@@ -11,11 +11,11 @@ from __future__ import annotations
 
 from typing import TypeGuard
 
+from weightgate.formats.limits import Limits
 from weightgate.formats.safetensors_json import JsonObject, json_type
 from weightgate.formats.safetensors_types import (
     METADATA_KEY,
     Fault,
-    HeaderLimits,
     HeaderProblem,
     SafetensorsTensor,
 )
@@ -41,7 +41,7 @@ class Problems(list[HeaderProblem]):
 
 
 def check_metadata(
-    value: object, offset: int, limits: HeaderLimits, problems: Problems
+    value: object, offset: int, limits: Limits, problems: Problems
 ) -> dict[str, str] | None:
     """The ``__metadata__`` entries that are strings within limits; problems for the rest."""
     if value is None:

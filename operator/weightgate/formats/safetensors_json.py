@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import json
 
+from weightgate.formats.limits import Limits
 from weightgate.formats.safetensors_types import (
     HEADER_LENGTH_BYTES,
     Fault,
-    HeaderLimits,
     SafetensorsError,
     SafetensorsLimitExceeded,
 )
@@ -25,7 +25,7 @@ class JsonObject(dict[str, object]):
     duplicates: tuple[str, ...] = ()
 
 
-def parse_header_json(raw: bytes, limits: HeaderLimits) -> JsonObject:
+def parse_header_json(raw: bytes, limits: Limits) -> JsonObject:
     """Parse the header bytes into a :class:`JsonObject`.
 
     Raises:

@@ -9,28 +9,11 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from typing import Protocol
 
 from weightgate.errors import FormatError, LimitExceeded
 
 HEADER_LENGTH_BYTES = 8
 METADATA_KEY = "__metadata__"
-
-
-class HeaderLimits(Protocol):
-    """The limits this reader needs (``weightgate.scan.settings.Limits`` satisfies it)."""
-
-    @property
-    def max_header_bytes(self) -> int:
-        """Largest JSON header read."""
-
-    @property
-    def max_metadata_entries(self) -> int:
-        """Most JSON object members (tensors, metadata entries, fields) in one header."""
-
-    @property
-    def max_string_bytes(self) -> int:
-        """Largest single metadata value."""
 
 
 class Fault(enum.Enum):
