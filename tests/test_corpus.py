@@ -22,7 +22,8 @@ MISLABELLED: dict[str, str] = {}
 def _rows(*labels: str) -> list[dict[str, str]]:
     manifest = CORPUS / "MANIFEST.tsv"
     if not manifest.is_file():
-        return []
+        # Fail collection loudly: an empty parameter list would only skip.
+        raise RuntimeError(f"corpus MANIFEST not found at {manifest} (set WEIGHTGATE_CORPUS)")
     with manifest.open(newline="", encoding="utf-8") as handle:
         return [row for row in csv.DictReader(handle, delimiter="\t") if row["expected"] in labels]
 

@@ -22,7 +22,9 @@ from __future__ import annotations
 import base64
 import binascii
 import re
+from dataclasses import dataclass
 
+from weightgate.errors import FormatError, LimitExceeded
 from weightgate.formats.detect import BytesLike
 from weightgate.formats.pickle_machine import (
     HIGHEST_PROTOCOL,
@@ -34,7 +36,14 @@ from weightgate.formats.pickle_machine import (
 )
 from weightgate.formats.pickle_trace import PickleSpan, PickleTrace, StringValue
 
-__all__ = ["TORCH_LEGACY_MAGIC", "WalkLimits", "embedded_pickle", "walk_stream"]
+__all__ = [
+    "TORCH_LEGACY_MAGIC",
+    "SinglePickle",
+    "WalkLimits",
+    "embedded_pickle",
+    "read_single_pickle",
+    "walk_stream",
+]
 
 TORCH_LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 """The integer the first pickle of a legacy (non-zip) ``torch.save`` file holds."""
@@ -95,6 +104,40 @@ def _walk(view: memoryview, limits: WalkLimits, base: int, joblib: bool) -> Pick
             trace.legacy_torch = True
     trace.opcodes = budget.used(limits)
     return trace
+
+
+@dataclass(frozen=True)
+class SinglePickle:
+    """One pickle read from a given offset (for formats that interleave pickles and data).
+
+    Attributes:
+        end: Offset just after its STOP opcode.
+        value: What it builds, with stand-ins (:class:`GlobalRef`, ``Instance``...) for
+            anything that would be imported or called.
+        trace: What it imports and calls, for the scanner to judge.
+    """
+
+    end: int
+    value: object
+    trace: PickleTrace
+
+
+def read_single_pickle(data: BytesLike, limits: WalkLimits, *, start: int = 0) -> SinglePickle:
+    """Walk exactly one pickle beginning at ``start`` and say where it ends.
+
+    Raises:
+        LimitExceeded: A walk limit was reached.
+        FormatError: The bytes at ``start`` are not one complete pickle.
+    """
+    with memoryview(data) as raw, raw.cast("B") as view:
+        trace = PickleTrace()
+        machine = PickleMachine(view, 0, trace, limits, WalkBudget(limits), joblib=False)
+        try:
+            end, value = machine.run(start)
+        except WalkStop as stop:
+            error = LimitExceeded if stop.error.kind == "limit" else FormatError
+            raise error(f"no pickle at {start}: {stop.error.message}", stop.error.offset) from None
+        return SinglePickle(end, value, trace)
 
 
 def _stopped(

@@ -3,17 +3,17 @@
 Such a checkpoint is a tar of ``sys_info``, ``pickle``, ``storages`` and ``tensors``
 (``torch/serialization.py``, ``legacy_load``). The last two interleave pickles with raw
 bytes and ``torch.load`` unpickles every one of them, so each must be found and scanned.
-Pickles are delimited statically with :func:`pickletools.genops`; nothing is unpickled.
+Pickles are delimited by the project's static pickle walker; nothing is unpickled.
 """
 
 from __future__ import annotations
 
 import struct
 from dataclasses import dataclass, field
-from typing import IO, cast
 
 from weightgate.errors import FormatError, LimitExceeded
-from weightgate.formats.compressed import ViewReader
+from weightgate.formats.pickle import WalkLimits, read_single_pickle
+from weightgate.formats.pickle_trace import GlobalRef
 
 LEGACY_TORCH_MEMBERS = frozenset({"sys_info", "pickle", "storages", "tensors"})
 """Members of a torch < 0.4 tar checkpoint (serialization.py, ``legacy_load``)."""
@@ -51,7 +51,7 @@ def legacy_torch_pickles(
     per storage a pickled (key, location, storage type), an int64 element count and the
     elements; then a pickled list of views. ``tensors``: a count, then per tensor a pickled
     (key, storage key, type), int32 ndim, 4 padding bytes, ndim sizes and strides (int64)
-    and an int64 offset. Pickles are delimited with :func:`pickletools.genops` (static).
+    and an int64 offset.
     """
     found = LegacyRecords()
     try:
@@ -65,18 +65,23 @@ def legacy_torch_pickles(
 def _walk_legacy(
     view: memoryview, member: str, found: LegacyRecords, max_opcodes: int, max_records: int
 ) -> None:
-    end, args = _pickle_at(view, 0, max_opcodes)
+    limits = WalkLimits(max_opcodes=max_opcodes, max_line_bytes=_MAX_PICKLE_ARG)
+    end, count = _pickle_at(view, 0, limits)
     found.pickles.append(slice(0, end))
-    count = next((a for a in args if isinstance(a, int) and not isinstance(a, bool)), None)
-    if count is None or not 0 <= count <= max_records:
+    if type(count) is not int or not 0 <= count <= max_records:
         raise LimitExceeded(f"legacy torch {member}: record count {count!r}", 0)
     pos = found.end = end
     for _ in range(count):
-        end, args = _pickle_at(view, pos, max_opcodes)
+        end, record = _pickle_at(view, pos, limits)
         found.pickles.append(slice(pos, end))
         pos = end
         if member == "storages":
-            names = [a.split()[-1] for a in args if isinstance(a, str) and a.endswith("Storage")]
+            # (key, location, storage_type): the type names the element size
+            names = [
+                ref.name
+                for ref in (record if isinstance(record, tuple) else ())
+                if isinstance(ref, GlobalRef) and ref.name.endswith("Storage")
+            ]
             size = _ELEMENT_SIZES.get(names[-1].removesuffix("Storage")) if names else None
             if size is None or pos + 8 > len(view):
                 raise FormatError(f"legacy torch storage record of unknown type {names}", pos)
@@ -91,30 +96,11 @@ def _walk_legacy(
             raise FormatError(f"legacy torch {member} record runs past the end", end)
         found.end = pos
     if member == "storages":
-        end, _ = _pickle_at(view, pos, max_opcodes)
+        end, _ = _pickle_at(view, pos, limits)
         found.pickles.append(slice(pos, end))
         found.end = end
 
 
-def _pickle_at(view: memoryview, start: int, max_opcodes: int) -> tuple[int, list[object]]:
-    reader = ViewReader(view, _MAX_PICKLE_ARG)
-    reader.seek(start)
-    args: list[object] = []
-    with reader:
-        return _genops_until_stop(reader, start, max_opcodes, args), args
-
-
-def _genops_until_stop(reader: ViewReader, start: int, max_opcodes: int, args: list[object]) -> int:
-    import pickletools  # noqa: PLC0415 - only legacy checkpoints need it
-
-    try:
-        for count, (opcode, arg, _) in enumerate(pickletools.genops(cast(IO[bytes], reader))):
-            if count > max_opcodes:
-                raise LimitExceeded(f"pickle at {start} has more than {max_opcodes} opcodes", start)
-            if isinstance(arg, int | str) and opcode.name != "PROTO":
-                args.append(arg)
-            if opcode.name == "STOP":
-                return reader.tell()
-    except (ValueError, EOFError, struct.error, UnicodeError) as exc:
-        raise FormatError(f"no pickle at {start}: {exc}", start) from exc
-    raise FormatError(f"pickle at {start} has no STOP", start)
+def _pickle_at(view: memoryview, start: int, limits: WalkLimits) -> tuple[int, object]:
+    single = read_single_pickle(view, limits, start=start)
+    return single.end, single.value
