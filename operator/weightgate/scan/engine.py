@@ -80,7 +80,7 @@ def scan_file(path: Path, display: str, settings: ScanSettings) -> FileResult:
     """
     with open(path, "rb") as handle:
         size = os.fstat(handle.fileno()).st_size
-        digest = _sha256(handle, settings.chunk_bytes)
+        digest = _sha256(handle, min(settings.chunk_bytes, max(size, 1)))
         result = FileResult(path=display, size=size, sha256=digest, format="empty")
         context = ScanContext(settings, display, result.findings)
         if size == 0:  # mmap cannot map nothing; a claimed format still gets its say

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field, fields, replace
 
-from weightgate.formats.limits import Limits, MiB
+from weightgate.formats.limits import KiB, Limits
 from weightgate.scan.findings import Severity
 
 __all__ = ["Limits", "ScanSettings", "limits_with", "settings_from_policy"]
@@ -29,8 +29,9 @@ class ScanSettings:
     jobs: int = field(default_factory=lambda: max(1, os.cpu_count() or 1))
     """Files scanned at once. Hashing releases the GIL, so each job keeps a core busy."""
 
-    chunk_bytes: int = 4 * MiB
-    """Read size for hashing; bounds the memory used per job."""
+    chunk_bytes: int = 128 * KiB
+    """Read size for hashing. Small enough that each chunk is hashed while it is still in
+    the CPU cache: 4 MiB chunks made one large file a third slower than openssl."""
 
 
 def limits_with(limits: Limits, overrides: dict[str, str]) -> Limits:
