@@ -1,0 +1,133 @@
+"""The benchmark harness still runs, on tiny data. Nothing here is timed or compared.
+
+The reference tools of ``scripts/bench`` (model_signing, picklescan, fickling) are in the
+``bench`` extra, not in the test install, so these runs use the references the suite
+always has (``openssl``) and leave the others to ``scripts/bench``.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+from pathlib import Path
+
+from safetensors import safe_open
+
+import weightgate
+from tests.benchmarks import bench_pickle, bench_scan
+from tests.benchmarks.measure import Table, run_child
+from tests.benchmarks.model_data import Recipe, cached_model, llama_tensors, model_files
+
+TINY = Recipe(total_bytes=256 * 1024, max_shard_bytes=100_000)
+
+
+def test_generated_model_is_valid_sharded_safetensors(tmp_path: Path) -> None:
+    directory = cached_model(tmp_path, TINY, log=False)
+    names = sorted(path.name for path in model_files(directory))
+    shards = [name for name in names if name.endswith(".safetensors")]
+    assert shards == [f"model-{n:05d}-of-00004.safetensors" for n in range(1, 5)]
+    assert "config.json" in names and "model.safetensors.index.json" in names
+
+    _, tensors = llama_tensors(TINY.total_bytes)
+    expected_shapes = {tensor.name: list(tensor.shape) for tensor in tensors}
+    index = json.loads((directory / "model.safetensors.index.json").read_text())
+    found: dict[str, str] = {}
+    for name in shards:
+        with safe_open(str(directory / name), framework="numpy") as handle:
+            for key in handle.keys():  # noqa: SIM118 (safe_open is not a mapping)
+                found[key] = name
+                tensor = handle.get_slice(key)
+                assert tensor.get_dtype() == "BF16"
+                assert tensor.get_shape() == expected_shapes[key]
+    assert found == index["weight_map"]
+    data_bytes = sum(tensor.nbytes for tensor in tensors)
+    assert index["metadata"]["total_size"] == data_bytes
+
+
+def test_generated_model_scans_clean(tmp_path: Path) -> None:
+    directory = cached_model(tmp_path, TINY, log=False)
+    report = weightgate.scan_path(directory)
+    assert list(report.findings) == []
+    assert report.errors == []
+    assert sorted(result.format for result in report.files) == [
+        "json",
+        "json",
+        "safetensors",
+        "safetensors",
+        "safetensors",
+        "safetensors",
+    ]
+
+
+def test_cached_model_is_reused_and_regenerated_when_incomplete(tmp_path: Path) -> None:
+    directory = cached_model(tmp_path, TINY, log=False)
+    first = directory / "config.json"
+    first_mtime = first.stat().st_mtime_ns
+    assert cached_model(tmp_path, TINY, log=False) == directory
+    assert first.stat().st_mtime_ns == first_mtime
+
+    (tmp_path / f"{TINY.key}.done").unlink()  # as if generation had been interrupted
+    (directory / "stray").write_bytes(b"partial")
+    assert cached_model(tmp_path, TINY, log=False) == directory
+    assert not (directory / "stray").exists()
+
+
+def test_run_child_measures_a_process() -> None:
+    run = run_child(["openssl", "dgst", "-sha256", "/dev/null"], capture=True)
+    assert (
+        run.stdout.decode()
+        .rstrip()
+        .endswith("e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855")
+    )
+    assert run.wall > 0
+    assert run.max_rss > 0
+
+
+def test_directory_and_memory_benchmarks_run(tmp_path: Path) -> None:
+    directory = cached_model(tmp_path, TINY, log=False)
+    table = Table()
+    lines: list[str] = []
+    samples = bench_scan.bench_directory(
+        directory,
+        repeats=1,
+        table=table,
+        log=lines.append,
+        with_model_signing=False,
+        quiet_wait=0,
+    )
+    bench_scan.memory_rows(directory / "config.json", {"dir scan": samples}, table, lines.append)
+
+    assert any("digests agree for 6 files (openssl, weightgate)" in line for line in lines)
+    figures = [row.figure for row in table.rows]
+    assert figures[0].startswith("scan 0.00 GiB dir (6 files)")
+    assert figures[-1] == "peak memory, dir scan"
+    assert table.rows[0].ratio.endswith("x")
+    assert samples.peak_rss is not None and samples.peak_rss > 0
+    rendered = table.render().splitlines()
+    header = ["figure", "weightgate", "reference", "(same", "run)", "ratio", "target", "met"]
+    assert rendered[0].split() == header
+
+
+def test_pickle_benchmark_runs_on_a_tiny_corpus(tmp_path: Path) -> None:
+    benign = pickle.dumps({"weights": [1.0, 2.0, 3.0]}, protocol=4)
+    # GLOBAL os.system, called by REDUCE: assembled by hand, never loaded.
+    malicious = b"\x80\x02cos\nsystem\nq\x00X\x07\x00\x00\x00echo hi\x85R."
+    (tmp_path / "benign.pkl").write_bytes(benign)
+    (tmp_path / "evil.pkl").write_bytes(malicious)
+    (tmp_path / "notes.txt").write_text("not a pickle at all\n")
+    rows = ["path\tsource_repo\tcommit\tsource_path\tsize_bytes\tsha256\texpected"]
+    for name, expected in (("benign.pkl", "benign"), ("evil.pkl", "malicious")):
+        rows.append(f"{name}\tx\tx\t{name}\t0\tx\t{expected}")
+    rows.append("notes.txt\tx\tx\tnotes.txt\t0\tx\tn/a")
+    rows.append("missing.pkl\tx\tx\tmissing.pkl\t0\tx\tbenign")
+    (tmp_path / "MANIFEST.tsv").write_text("\n".join(rows) + "\n")
+
+    files = bench_pickle.pickle_files(tmp_path)
+    assert [item.path.name for item in files] == ["benign.pkl", "evil.pkl"]
+
+    lines: list[str] = []
+    medians = bench_pickle.bench_pickle_corpus(
+        tmp_path, repeats=1, table=Table(), log=lines.append, references=()
+    )
+    assert set(medians) == {"weightgate"}
+    assert any("flags 1/1 malicious, 0/1 benign" in line for line in lines)
