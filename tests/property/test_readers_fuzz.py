@@ -192,7 +192,14 @@ def mutations(draw: st.DrawFn, seeds: list[bytes]) -> bytes:
     return bytes(data)
 
 
-NAMES = ["model.bin", "model.safetensors", "model.onnx", "saved_model.pb", "x.json"]
+NAMES = [
+    "model.bin",
+    "model.safetensors",
+    "model.onnx",
+    "saved_model.pb",
+    "keras_metadata.pb",
+    "x.json",
+]
 FUZZ = settings(
     max_examples=300,
     deadline=5000,

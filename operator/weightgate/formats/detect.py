@@ -32,6 +32,7 @@ class FileFormat(enum.Enum):
     HDF5 = "hdf5"
     ONNX = "onnx"
     SAVEDMODEL = "tf-savedmodel"
+    KERAS_METADATA = "keras-metadata"
     JSON = "json"
     TEXT = "text"
     EMPTY = "empty"
@@ -174,6 +175,8 @@ def _protobuf_format(data: bytes, name: str) -> FileFormat | None:
     base = PurePosixPath(name).name.lower()
     if base == "saved_model.pb":
         return FileFormat.SAVEDMODEL
+    if base == "keras_metadata.pb":
+        return FileFormat.KERAS_METADATA
     # ONNX ModelProto starts with field 1 (ir_version, a small varint): tag 0x08.
     if base.endswith(".onnx") or (len(data) >= 3 and data[0] == 0x08 and 1 <= data[1] <= 30):
         return FileFormat.ONNX

@@ -32,6 +32,7 @@ _SCANNERS: dict[FileFormat, str] = {
     FileFormat.HDF5: "weightgate.scan.keras:scan_hdf5",
     FileFormat.ONNX: "weightgate.scan.onnx:scan_onnx",
     FileFormat.SAVEDMODEL: "weightgate.scan.savedmodel:scan_savedmodel",
+    FileFormat.KERAS_METADATA: "weightgate.scan.keras_metadata:scan_keras_metadata",
     FileFormat.JSON: "weightgate.scan.text:scan_json",
     FileFormat.TEXT: "weightgate.scan.text:scan_text",
 }

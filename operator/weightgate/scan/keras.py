@@ -298,7 +298,7 @@ class _ConfigChecker:
     def lambda_layer(self, config: dict[object, object], label: str) -> None:
         code: list[str] = []
         named = ""
-        function = config.get("function")
+        function = _untuple(config.get("function"))
         if isinstance(function, dict) and function.get("class_name") != "__lambda__":
             # Keras 3 reference to a named function; the walk still checks its module.
             named = f"{function.get('module')}.{function.get('config')}"
@@ -310,7 +310,7 @@ class _ConfigChecker:
             named = f"{config.get('module')}.{function}"
         else:
             code.append(_code_hint(function))
-        shape = config.get("output_shape")
+        shape = _untuple(config.get("output_shape"))
         if config.get("output_shape_type") == "lambda":
             code.append(
                 "output_shape " + _code_hint(shape[0] if isinstance(shape, list) else shape)
@@ -351,6 +351,14 @@ class _ConfigChecker:
                 f"{label} calls tf.{symbol}, which runs Python or touches files",
                 label,
             )
+
+
+def _untuple(value: object) -> object:
+    # tf.keras's json_utils (SavedModel keras_metadata.pb) writes tuples as
+    # {"class_name": "__tuple__", "items": [...]}; h5 and .keras configs write lists.
+    if isinstance(value, dict) and value.get("class_name") == "__tuple__":
+        return value.get("items")
+    return value
 
 
 def _allowed_module(module: str) -> bool:
