@@ -14,7 +14,7 @@ import pytest
 
 from tests.builders import pickles as P
 from weightgate.formats.pickle import WalkLimits, embedded_pickle, walk_stream
-from weightgate.formats.pickle_trace import PickleTrace
+from weightgate.formats.pickle.trace import PickleTrace
 
 
 def walk(data: bytes, **limits: int) -> PickleTrace:

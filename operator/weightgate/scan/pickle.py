@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from weightgate.formats import pickle as pickle_format
 from weightgate.formats.detect import HEAD_BYTES, FileFormat
 from weightgate.formats.pickle import WalkLimits
-from weightgate.formats.pickle_trace import GlobalRef, PickleTrace
+from weightgate.formats.pickle.trace import GlobalRef, PickleTrace
 from weightgate.scan import pickle_globals
 from weightgate.scan.context import ScanContext
 from weightgate.scan.findings import Rule, Severity, rule

@@ -3,12 +3,13 @@
 Members are taken as zero-copy slices of the archive (:mod:`weightgate.formats.tar`) and
 scanned by content; links, devices and FIFOs are reported instead. In a legacy
 checkpoint, every pickle record of the ``storages`` and ``tensors`` members is scanned
-(:mod:`weightgate.formats.tar_legacy_torch`), because ``torch.load`` unpickles them all.
+(:mod:`weightgate.formats.tar.legacy_torch`), because ``torch.load`` unpickles them all.
 """
 
 from __future__ import annotations
 
-from weightgate.formats import tar, tar_legacy_torch
+from weightgate.formats import tar
+from weightgate.formats.tar import legacy_torch
 from weightgate.scan.archive.members import (
     SPECIAL_MEMBER,
     TOO_MANY_MEMBERS,
@@ -39,7 +40,7 @@ def scan_tar(ctx: ScanContext, data: memoryview) -> None:
     if listing.error is not None:
         rule_ = TRUNCATED if listing.truncated else MALFORMED
         ctx.report(rule_, str(listing.error), offset=listing.error.offset)
-    legacy = {m.name for m in listing.members} >= tar_legacy_torch.LEGACY_TORCH_MEMBERS
+    legacy = {m.name for m in listing.members} >= legacy_torch.LEGACY_TORCH_MEMBERS
     for member in listing.members:
         check_member_name(ctx, member.name, member.offset)
         kind = member.kind
@@ -69,7 +70,7 @@ def scan_tar(ctx: ScanContext, data: memoryview) -> None:
 
 def _scan_legacy_torch_member(ctx: ScanContext, data: memoryview, name: str) -> None:
     # torch.load unpickles every record of these members, not only the first pickle.
-    found = tar_legacy_torch.legacy_torch_pickles(
+    found = legacy_torch.legacy_torch_pickles(
         data,
         name,
         max_opcodes=ctx.limits.max_pickle_opcodes,

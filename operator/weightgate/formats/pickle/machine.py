@@ -3,7 +3,7 @@
 The machine decodes one pickle opcode at a time straight from a memoryview (zero copy
 over an mmap) and applies it to an emulated stack, mark list and memo exactly as
 ``pickle._Unpickler`` / ``_pickle.c`` would, except that imports and calls are recorded
-instead of performed (see :mod:`weightgate.formats.pickle_trace` for the stand-in
+instead of performed (see :mod:`weightgate.formats.pickle.trace` for the stand-in
 values). It is written for hostile input:
 
 * every length read from the stream is compared with the bytes that remain *before*
@@ -17,7 +17,7 @@ values). It is written for hostile input:
 time, trusts declared lengths (``read(n)`` with ``n`` from the file), has no memo or
 stack semantics, and stops without partial state on the first error.
 
-Dispatch goes through a 256-entry table of closures (built by the ``pickle_ops_*``
+Dispatch goes through a 256-entry table of closures (built by the ``ops_*``
 modules) that share the machine's stack and memo as cell variables; the loop is
 ``pos = table[view[pos]](pos + 1)``, so the per-opcode cost stays close to that of a list
 index and a call.
@@ -27,8 +27,8 @@ from __future__ import annotations
 
 import struct
 
-from weightgate.formats import pickle_joblib
-from weightgate.formats.pickle_kit import (
+from weightgate.formats.pickle import joblib as pickle_joblib
+from weightgate.formats.pickle.kit import (
     HIGHEST_PROTOCOL,
     OPCODE_NAMES,
     Handler,
@@ -37,10 +37,10 @@ from weightgate.formats.pickle_kit import (
     WalkStop,
     make_kit,
 )
-from weightgate.formats.pickle_ops_calls import call_handlers
-from weightgate.formats.pickle_ops_stack import stack_handlers
-from weightgate.formats.pickle_ops_values import value_handlers
-from weightgate.formats.pickle_trace import ErrorKind, Instance, PickleTrace, WalkError
+from weightgate.formats.pickle.ops_calls import call_handlers
+from weightgate.formats.pickle.ops_stack import stack_handlers
+from weightgate.formats.pickle.ops_values import value_handlers
+from weightgate.formats.pickle.trace import ErrorKind, Instance, PickleTrace, WalkError
 
 __all__ = [
     "HIGHEST_PROTOCOL",

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from weightgate.formats.pickle_kit import (
+from weightgate.formats.pickle.kit import (
     HIGHEST_PROTOCOL,
     U32,
     U64,
@@ -19,10 +19,10 @@ from weightgate.formats.pickle_kit import (
     Kit,
     Stopped,
 )
-from weightgate.formats.pickle_trace import DictValue, SetValue, WalkError
+from weightgate.formats.pickle.trace import DictValue, SetValue, WalkError
 
 if TYPE_CHECKING:
-    from weightgate.formats.pickle_machine import PickleMachine
+    from weightgate.formats.pickle.machine import PickleMachine
 
 
 def stack_handlers(kit: Kit, machine: PickleMachine) -> dict[str, Handler]:

@@ -15,8 +15,8 @@ but PyTorch loads is exactly how scanners get bypassed, so this reader:
   overlaps, data before the first or after the last record) as a :class:`ZipIssue`.
 
 This module reads the central directory and cross-checks it with the local headers; the
-data model is in :mod:`weightgate.formats.zip_records` (re-exported here), the walk and
-gap search in :mod:`weightgate.formats.zip_walk`. It never trusts a count or size:
+data model is in :mod:`weightgate.formats.zip.records` (re-exported by the package), the
+walk and gap search in :mod:`weightgate.formats.zip.walk`. It never trusts a count or size:
 members are capped by ``max_members`` and every offset is checked against the data.
 Spec: https://pkware.cachefly.net/webdocs/casestudies/APPNOTE.TXT
 """
@@ -27,56 +27,22 @@ import struct
 from dataclasses import dataclass
 
 from weightgate.formats.compressed import first_nonzero
-from weightgate.formats.zip_records import (
+from weightgate.formats.zip.records import (
     CENTRAL_SIG,
     DESCRIPTOR_SIG,
     EOCD_SIG,
-    FLAG_DATA_DESCRIPTOR,
-    FLAG_ENCRYPTED,
-    FLAG_LZMA_EOS,
-    FLAG_STRONG_ENCRYPTION,
-    FLAG_UTF8,
     LOCAL_SIG,
-    ODD_FLAGS,
     U32_MAX,
     ZIP64_EOCD_SIG,
     ZIP64_LOCATOR_SIG,
     CentralRecord,
-    HeaderFields,
     IssueKind,
-    LocalHeader,
-    Method,
     ZipEntry,
-    ZipIssue,
     ZipListing,
     unicode_path,
     zip64_values,
 )
-from weightgate.formats.zip_walk import LocalHeaderWalk
-
-__all__ = [
-    "CENTRAL_SIG",
-    "DESCRIPTOR_SIG",
-    "EOCD_SIG",
-    "FLAG_DATA_DESCRIPTOR",
-    "FLAG_ENCRYPTED",
-    "FLAG_LZMA_EOS",
-    "FLAG_STRONG_ENCRYPTION",
-    "FLAG_UTF8",
-    "LOCAL_SIG",
-    "ODD_FLAGS",
-    "ZIP64_EOCD_SIG",
-    "ZIP64_LOCATOR_SIG",
-    "CentralRecord",
-    "HeaderFields",
-    "IssueKind",
-    "LocalHeader",
-    "Method",
-    "ZipEntry",
-    "ZipIssue",
-    "ZipListing",
-    "read_zip",
-]
+from weightgate.formats.zip.walk import LocalHeaderWalk
 
 _CENTRAL = struct.Struct("<4sHHHHHHIIIHHHHHII")
 _EOCD = struct.Struct("<4sHHHHIIH")

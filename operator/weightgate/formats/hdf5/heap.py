@@ -8,7 +8,7 @@ share one bound (``max_string_bytes``).
 from __future__ import annotations
 
 from weightgate.errors import FormatError, LimitExceeded
-from weightgate.formats.hdf5_reader import Hdf5Bounds, Hdf5Reader, pad8
+from weightgate.formats.hdf5.reader import Hdf5Bounds, Hdf5Reader, pad8
 
 
 def global_heap_object(

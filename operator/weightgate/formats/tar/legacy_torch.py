@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from weightgate.errors import FormatError, LimitExceeded
 from weightgate.formats.pickle import WalkLimits, read_single_pickle
-from weightgate.formats.pickle_trace import GlobalRef
+from weightgate.formats.pickle.trace import GlobalRef
 
 LEGACY_TORCH_MEMBERS = frozenset({"sys_info", "pickle", "storages", "tensors"})
 """Members of a torch < 0.4 tar checkpoint (serialization.py, ``legacy_load``)."""

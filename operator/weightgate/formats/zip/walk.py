@@ -4,7 +4,7 @@ A streaming extractor reads local headers one after another from the start of th
 never looking at the central directory; :class:`LocalHeaderWalk` does the same, and then
 searches the gaps between known entries for local headers hidden from both kinds of
 reader. It holds the entries found so far (keyed by local header offset), which
-:mod:`weightgate.formats.zip` adds the central directory to and cross-checks.
+:mod:`weightgate.formats.zip.central_directory` adds the central directory to and cross-checks.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Iterator
 
-from weightgate.formats.zip_records import (
+from weightgate.formats.zip.records import (
     CENTRAL_SIG,
     DESCRIPTOR_SIG,
     EOCD_SIG,

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 
 from weightgate.formats.limits import Limits
-from weightgate.formats.safetensors_types import (
+from weightgate.formats.safetensors.types import (
     HEADER_LENGTH_BYTES,
     Fault,
     SafetensorsError,

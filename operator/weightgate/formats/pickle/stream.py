@@ -1,8 +1,8 @@
 """Static reader for pickle streams (protocols 0-5, joblib, dill, legacy PyTorch).
 
 :func:`walk_stream` runs the bounded emulator of
-:mod:`weightgate.formats.pickle_machine` over every pickle of a stream and returns a
-:class:`~weightgate.formats.pickle_trace.PickleTrace`: what it imports, what it calls,
+:mod:`weightgate.formats.pickle.machine` over every pickle of a stream and returns a
+:class:`~weightgate.formats.pickle.trace.PickleTrace`: what it imports, what it calls,
 where it stopped and why. Nothing is imported or called, ever.
 
 Several pickles may follow each other: legacy ``torch.save`` writes five (magic number,
@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 from weightgate.errors import FormatError, LimitExceeded
 from weightgate.formats.detect import BytesLike
-from weightgate.formats.pickle_machine import (
+from weightgate.formats.pickle.machine import (
     HIGHEST_PROTOCOL,
     OPCODE_NAMES,
     PickleMachine,
@@ -34,16 +34,7 @@ from weightgate.formats.pickle_machine import (
     WalkLimits,
     WalkStop,
 )
-from weightgate.formats.pickle_trace import PickleSpan, PickleTrace, StringValue
-
-__all__ = [
-    "TORCH_LEGACY_MAGIC",
-    "SinglePickle",
-    "WalkLimits",
-    "embedded_pickle",
-    "read_single_pickle",
-    "walk_stream",
-]
+from weightgate.formats.pickle.trace import PickleSpan, PickleTrace, StringValue
 
 TORCH_LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 """The integer the first pickle of a legacy (non-zip) ``torch.save`` file holds."""

@@ -1,7 +1,7 @@
 """The zip data model: signatures, flag bits, and the headers and entries a reader finds.
 
-Shared by the central-directory reader (:mod:`weightgate.formats.zip`) and the
-local-header walk (:mod:`weightgate.formats.zip_walk`), with the extra-field decoding
+Shared by the central-directory reader (:mod:`weightgate.formats.zip.central_directory`)
+and the local-header walk (:mod:`weightgate.formats.zip.walk`), with the extra-field decoding
 both need (Zip64 sizes and offsets, Info-ZIP Unicode paths). Spec:
 https://pkware.cachefly.net/webdocs/casestudies/APPNOTE.TXT
 """

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from weightgate.formats.gguf_types import GGML_TYPES, Fault, GGUFTensorInfo
+from weightgate.formats.gguf.types import GGML_TYPES, Fault, GGUFTensorInfo
 
 _I64_MAX = 2**63 - 1
 

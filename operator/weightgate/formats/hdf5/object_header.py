@@ -2,13 +2,13 @@
 
 Spec: https://docs.hdfgroup.org/hdf5/develop/_f_m_t3.html, section IV.A. Chunks are
 followed through continuation messages with loop detection; their total size and the
-number of messages are bounded by :class:`~weightgate.formats.hdf5_reader.Hdf5Bounds`.
+number of messages are bounded by :class:`~weightgate.formats.hdf5.reader.Hdf5Bounds`.
 """
 
 from __future__ import annotations
 
 from weightgate.errors import FormatError, LimitExceeded
-from weightgate.formats.hdf5_reader import Hdf5Bounds, Hdf5Reader
+from weightgate.formats.hdf5.reader import Hdf5Bounds, Hdf5Reader
 
 # Object header message types (IV.A.2).
 MSG_NIL = 0x0000

@@ -1,6 +1,6 @@
 """State and helpers shared by the opcode handlers of one pickle machine.
 
-The handlers (:mod:`pickle_ops_values`, :mod:`pickle_ops_stack`, :mod:`pickle_ops_calls`)
+The handlers (:mod:`.ops_values`, :mod:`.ops_stack`, :mod:`.ops_calls`)
 are closures over the machine's stack, marks and memo, so that the per-opcode path is a
 table lookup and a call with no attribute access. :func:`make_kit` builds the helpers
 they share (bounds checks, MARK handling, protocol 0 line reading, recording into the
@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from weightgate.formats.pickle_trace import (
+from weightgate.formats.pickle.trace import (
     Blob,
     CallSite,
     GlobalRef,

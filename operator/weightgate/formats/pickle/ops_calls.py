@@ -1,8 +1,8 @@
 """Opcode handlers that import and call: GLOBAL, STACK_GLOBAL, EXT, REDUCE, BUILD...
 
 Nothing is imported or called. A global becomes a
-:class:`~weightgate.formats.pickle_trace.GlobalRef` recorded in the trace, a call an
-:class:`~weightgate.formats.pickle_trace.Instance` plus a call site. Names are decoded the
+:class:`~weightgate.formats.pickle.trace.GlobalRef` recorded in the trace, a call an
+:class:`~weightgate.formats.pickle.trace.Instance` plus a call site. Names are decoded the
 way CPython does (UTF-8 for GLOBAL, ASCII for INST, str operands for STACK_GLOBAL) and
 must be dotted identifiers, or the import would fail there too. A STACK_GLOBAL whose
 operands were computed at load time is recorded as a non-constant global.
@@ -13,8 +13,8 @@ from __future__ import annotations
 import copyreg
 from typing import TYPE_CHECKING
 
-from weightgate.formats import pickle_joblib
-from weightgate.formats.pickle_kit import (
+from weightgate.formats.pickle import joblib as pickle_joblib
+from weightgate.formats.pickle.kit import (
     I32,
     U16,
     Handler,
@@ -22,10 +22,10 @@ from weightgate.formats.pickle_kit import (
     describe,
     valid_dotted_name,
 )
-from weightgate.formats.pickle_trace import CallSite, GlobalRef, Instance, Opaque, Persistent
+from weightgate.formats.pickle.trace import CallSite, GlobalRef, Instance, Opaque, Persistent
 
 if TYPE_CHECKING:
-    from weightgate.formats.pickle_machine import PickleMachine
+    from weightgate.formats.pickle.machine import PickleMachine
 
 
 def call_handlers(kit: Kit, machine: PickleMachine) -> dict[str, Handler]:

@@ -14,8 +14,8 @@ and string arrays are bounds-checked in one tight loop without decoding. Version
 counts and lengths) to 3 are read, in either byte order. Problems that leave the rest
 readable are collected as :class:`GGUFProblem`; the others raise
 :class:`~weightgate.errors.FormatError` or :class:`~weightgate.errors.LimitExceeded`.
-The type tables and records are in :mod:`weightgate.formats.gguf_types` (re-exported
-here), the tensor size and layout checks in :mod:`weightgate.formats.gguf_layout`.
+The type tables and records are in :mod:`weightgate.formats.gguf.types` (re-exported
+by the package), the tensor size and layout checks in :mod:`weightgate.formats.gguf.layout`.
 """
 
 from __future__ import annotations
@@ -25,9 +25,8 @@ from dataclasses import dataclass
 
 from weightgate.errors import FormatError, LimitExceeded
 from weightgate.formats.detect import BytesLike
-from weightgate.formats.gguf_layout import align, check_layout, tensor_bytes
-from weightgate.formats.gguf_types import (
-    GGML_TYPES,
+from weightgate.formats.gguf.layout import align, check_layout, tensor_bytes
+from weightgate.formats.gguf.types import (
     SCALAR_CODES,
     Fault,
     GGUFArray,
@@ -38,25 +37,6 @@ from weightgate.formats.gguf_types import (
     GGUFValueType,
 )
 from weightgate.formats.limits import Limits
-
-__all__ = [
-    "ALIGNMENT_KEY",
-    "DEFAULT_ALIGNMENT",
-    "GGML_TYPES",
-    "GGUF_MAGIC",
-    "MAX_DIMS",
-    "MAX_NAME_BYTES",
-    "SUPPORTED_VERSIONS",
-    "Fault",
-    "GGUFArray",
-    "GGUFField",
-    "GGUFFile",
-    "GGUFProblem",
-    "GGUFTensorInfo",
-    "GGUFValue",
-    "GGUFValueType",
-    "read_gguf",
-]
 
 GGUF_MAGIC = b"GGUF"
 SUPPORTED_VERSIONS = frozenset({1, 2, 3})

@@ -12,9 +12,9 @@ object header (versions 1 and 2, with continuation blocks), attribute messages (
 1-3) whose values are fixed-length or variable-length strings, and global heap
 collections (where variable-length strings live). Every offset is checked against the
 file size, every size against explicit bounds, and continuation loops are detected.
-The object header (:mod:`weightgate.formats.hdf5_object_header`), the global heap
-(:mod:`weightgate.formats.hdf5_heap`) and the bounded reads they share
-(:mod:`weightgate.formats.hdf5_reader`) have their own modules.
+The object header (:mod:`weightgate.formats.hdf5.object_header`), the global heap
+(:mod:`weightgate.formats.hdf5.heap`) and the bounded reads they share
+(:mod:`weightgate.formats.hdf5.reader`) have their own modules.
 
 What it does not read, it says so instead of guessing: attributes held in dense storage
 (a fractal heap, used by files written with ``libver='latest'`` when an object has many
@@ -30,27 +30,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from weightgate.errors import FormatError, LimitExceeded
-from weightgate.formats.hdf5_heap import global_heap_object
-from weightgate.formats.hdf5_object_header import (
+from weightgate.formats.hdf5.heap import global_heap_object
+from weightgate.formats.hdf5.object_header import (
     MSG_ATTRIBUTE,
     MSG_ATTRIBUTE_INFO,
     MSG_FLAG_SHARED,
     header_messages,
 )
-from weightgate.formats.hdf5_reader import Hdf5Bounds, Hdf5Reader, UnsupportedHdf5, pad8
-
-__all__ = [
-    "CLASS_STRING",
-    "CLASS_VLEN",
-    "MAX_RANK",
-    "SIGNATURE",
-    "VLEN_TYPE_STRING",
-    "Hdf5Attribute",
-    "Hdf5Bounds",
-    "RootAttributes",
-    "UnsupportedHdf5",
-    "read_root_attributes",
-]
+from weightgate.formats.hdf5.reader import Hdf5Bounds, Hdf5Reader, UnsupportedHdf5, pad8
 
 SIGNATURE = b"\x89HDF\r\n\x1a\n"
 

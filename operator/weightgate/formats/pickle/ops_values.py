@@ -2,7 +2,7 @@
 
 Every length is checked against the bytes that remain before anything is sliced. Strings
 up to 64 KiB are decoded (STACK_GLOBAL needs their text); longer ones and every bytes
-value stay in the file as a :class:`~weightgate.formats.pickle_trace.Blob`. Payloads
+value stay in the file as a :class:`~weightgate.formats.pickle.trace.Blob`. Payloads
 whose first bytes could start a pickle are noted for the embedded-pickle check.
 """
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import codecs
 
-from weightgate.formats.pickle_kit import (
+from weightgate.formats.pickle.kit import (
     F64BE,
     FIRST_BYTE,
     I32,
@@ -21,7 +21,7 @@ from weightgate.formats.pickle_kit import (
     Kit,
     decode_py2_string,
 )
-from weightgate.formats.pickle_trace import Blob, Opaque
+from weightgate.formats.pickle.trace import Blob, Opaque
 
 _DECODE_TEXT_MAX = 64 * 1024  # longer strings stay in the file as a Blob
 _LONG_INT_MAX = 64  # LONG4 payloads longer than this become Opaque

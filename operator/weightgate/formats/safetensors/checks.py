@@ -12,8 +12,8 @@ from __future__ import annotations
 from typing import TypeGuard
 
 from weightgate.formats.limits import Limits
-from weightgate.formats.safetensors_json import JsonObject, json_type
-from weightgate.formats.safetensors_types import (
+from weightgate.formats.safetensors.header_json import JsonObject, json_type
+from weightgate.formats.safetensors.types import (
     METADATA_KEY,
     Fault,
     HeaderProblem,

@@ -1,6 +1,6 @@
 """What the static pickle walk produces: emulated values and the trace of one stream.
 
-The emulator (:mod:`weightgate.formats.pickle_machine`) never builds the objects a pickle
+The emulator (:mod:`weightgate.formats.pickle.machine`) never builds the objects a pickle
 describes. It pushes stand-ins: constants it can read from the stream (``int``, ``float``,
 ``bool``, ``None``, short ``str``), containers it can assemble without calling anything
 (``tuple``, ``list``, :class:`DictValue`, :class:`SetValue`), and markers for everything

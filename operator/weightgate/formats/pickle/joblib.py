@@ -16,7 +16,7 @@ import math
 import re
 from typing import NamedTuple
 
-from weightgate.formats.pickle_trace import DictValue, GlobalRef, Instance
+from weightgate.formats.pickle.trace import DictValue, GlobalRef, Instance
 
 WRAPPER_MODULE = "joblib.numpy_pickle"
 WRAPPER_NAME = "NumpyArrayWrapper"

@@ -18,9 +18,10 @@ are collected as :class:`HeaderProblem` with the file offset where they apply; o
 that make the rest unreadable raise :class:`SafetensorsError` or
 :class:`SafetensorsLimitExceeded`. Nothing reads or allocates tensor data.
 
-The JSON parsing is in :mod:`weightgate.formats.safetensors_json`, the checks and the
-dtype table in :mod:`weightgate.formats.safetensors_checks`, the types in
-:mod:`weightgate.formats.safetensors_types` (all public names re-exported here).
+The JSON parsing is in :mod:`weightgate.formats.safetensors.header_json`, the checks and the
+dtype table in :mod:`weightgate.formats.safetensors.checks`, the types in
+:mod:`weightgate.formats.safetensors.types` (all public names re-exported by the
+package).
 """
 
 from __future__ import annotations
@@ -29,40 +30,23 @@ import struct
 
 from weightgate.formats.detect import BytesLike
 from weightgate.formats.limits import Limits
-from weightgate.formats.safetensors_checks import (
-    DTYPE_BITS,
-    TENSOR_FIELDS,
+from weightgate.formats.safetensors.checks import (
     Problems,
     check_layout,
     check_metadata,
     check_tensor,
     has_surrogate,
 )
-from weightgate.formats.safetensors_json import JsonObject, key_position, parse_header_json
-from weightgate.formats.safetensors_types import (
+from weightgate.formats.safetensors.header_json import JsonObject, key_position, parse_header_json
+from weightgate.formats.safetensors.types import (
     HEADER_LENGTH_BYTES,
     METADATA_KEY,
     Fault,
-    HeaderProblem,
     SafetensorsError,
     SafetensorsHeader,
     SafetensorsLimitExceeded,
     SafetensorsTensor,
 )
-
-__all__ = [
-    "DTYPE_BITS",
-    "HEADER_LENGTH_BYTES",
-    "METADATA_KEY",
-    "TENSOR_FIELDS",
-    "Fault",
-    "HeaderProblem",
-    "SafetensorsError",
-    "SafetensorsHeader",
-    "SafetensorsLimitExceeded",
-    "SafetensorsTensor",
-    "read_safetensors_header",
-]
 
 
 def read_safetensors_header(data: BytesLike, limits: Limits) -> SafetensorsHeader:

@@ -1,8 +1,8 @@
 """The safetensors reader's types: faults, errors, limits and the parsed header.
 
-Shared by the JSON parser (:mod:`weightgate.formats.safetensors_json`), the checks
-(:mod:`weightgate.formats.safetensors_checks`) and the reader that ties them together
-(:mod:`weightgate.formats.safetensors`, which re-exports all of it).
+Shared by the JSON parser (:mod:`weightgate.formats.safetensors.header_json`), the checks
+(:mod:`weightgate.formats.safetensors.checks`) and the reader that ties them together
+(:mod:`weightgate.formats.safetensors.header`); the package re-exports all of it.
 """
 
 from __future__ import annotations

@@ -8,8 +8,8 @@ capped at ``max_members``; every data range is checked against the view; tarfile
 exceptions become :class:`FormatError`.
 
 7z archives are read by :mod:`weightgate.formats.sevenzip`, the pickles of legacy torch
-tar checkpoints found by :mod:`weightgate.formats.tar_legacy_torch`; both entry points
-are re-exported here.
+tar checkpoints found by :mod:`weightgate.formats.tar.legacy_torch`; both entry points
+are re-exported by the package.
 """
 
 from __future__ import annotations
@@ -22,24 +22,6 @@ from typing import Any, cast
 
 from weightgate.errors import FormatError
 from weightgate.formats.compressed import ViewReader
-from weightgate.formats.sevenzip import SevenZipMember, read_7z
-from weightgate.formats.tar_legacy_torch import (
-    LEGACY_TORCH_MEMBERS,
-    LegacyRecords,
-    legacy_torch_pickles,
-)
-
-__all__ = [
-    "LEGACY_TORCH_MEMBERS",
-    "LegacyRecords",
-    "MemberKind",
-    "SevenZipMember",
-    "TarListing",
-    "TarMember",
-    "legacy_torch_pickles",
-    "read_7z",
-    "read_tar",
-]
 
 
 class MemberKind(enum.Enum):

@@ -11,10 +11,10 @@ nothing). The walk flags attribute, item and ``attr``-filter access to dunder na
 interpreter internals, names that give a way out of the template (``os``, ``eval``,
 ``getattr`` ...), globals of Jinja and Flask used as objects (``cycler.__init__`` ...), and
 computed attribute names. Before checking, constant string expressions are folded
-(:mod:`weightgate.formats.jinja_folding`) so that ``'__cla' ~ 'ss__'``,
+(:mod:`weightgate.formats.jinja.folding`) so that ``'__cla' ~ 'ss__'``,
 ``'%c%c'|format(95, 95)``, ``'ssalc'[::-1]``, ``'_'*2``, ``''.join([...])`` and ``'\x5f'``
 escapes (decoded by the lexer) do not hide a name. Folding is bounded: results longer
-than :data:`MAX_FOLDED_CHARS` are not folded.
+than :data:`~weightgate.formats.jinja.folding.MAX_FOLDED_CHARS` are not folded.
 """
 
 from __future__ import annotations
@@ -30,15 +30,7 @@ from jinja2.parser import Parser
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from weightgate.errors import FormatError, LimitExceeded
-from weightgate.formats.jinja_folding import MAX_FOLDED_CHARS, ConstantFolder
-
-__all__ = [
-    "JINJA_DELIMITERS",
-    "MAX_FOLDED_CHARS",
-    "HazardKind",
-    "TemplateHazard",
-    "analyse_template",
-]
+from weightgate.formats.jinja.folding import ConstantFolder
 
 JINJA_DELIMITERS = re.compile(r"\{[{%]")
 """Text containing this may be a template."""
