@@ -68,6 +68,9 @@ def test_malicious_pickle_fails_with_exit_2_and_names_the_global(evil_pickle: Pa
     assert "posix.system" in result.stdout
     assert "CRITICAL" in result.stdout
     assert "FAIL" in result.stdout
+    # the denial says what to do, once per failing rule
+    assert "What the failing rules mean:" in result.stdout
+    assert result.stdout.count("  pickle.dangerous-global: ") == 1
 
 
 def test_missing_path_exits_1_with_a_message(tmp_path: Path) -> None:

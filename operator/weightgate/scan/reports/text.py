@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-from weightgate.scan.findings import Finding, ScanReport, Severity
+from weightgate.scan.findings import RULES, Finding, ScanReport, Severity
 
 _COLOURS = {
     Severity.CRITICAL: "\x1b[1;31m",
@@ -60,6 +60,7 @@ def render_text(
         lines.append(
             _paint(f"{path}: could not be read: {reason}", _COLOURS[Severity.HIGH], colour)
         )
+    lines.extend(_what_to_do(report, fail_on))
     counts = Counter(f.severity for f in report.findings)
     summary = ", ".join(f"{counts[s]} {s.label}" for s in reversed(Severity) if counts[s])
     files = len(report.files)
@@ -77,3 +78,16 @@ def render_text(
         verdict = _paint(f"PASS: nothing at or above {fail_on.label}.", _GREEN, colour)
     lines.append(verdict)
     return "\n".join(lines) + "\n"
+
+
+def _what_to_do(report: ScanReport, fail_on: Severity) -> list[str]:
+    # The help of each rule that failed the gate, once: what it means and what to do.
+    failing = sorted({f.rule for f in report.findings if f.severity >= fail_on})
+    if not failing:
+        return []
+    lines = ["", "What the failing rules mean:"]
+    for rule_id in failing:
+        rule = RULES.get(rule_id)
+        lines.append(f"  {rule_id}: {rule.help if rule else 'undocumented rule'}")
+    lines.append("")
+    return lines
