@@ -31,6 +31,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from weightgate.errors import FormatError, LimitExceeded
 from weightgate.formats.jinja.folding import ConstantFolder
+from weightgate.formats.jinja.taint import StringTaint
 
 JINJA_DELIMITERS = re.compile(r"\{[{%]")
 """Text containing this may be a template."""
@@ -73,6 +74,21 @@ _ATTRIBUTE_FILTERS = frozenset({
     "rejectattr", "dictsort",
 })
 # fmt: on
+# Where each filter takes an attribute name (positional index, keyword); for map the
+# first argument is a filter name ('attr' then takes the attribute second).
+_ATTRIBUTE_ARGUMENTS = {
+    "map": (0, "attribute"),
+    "sort": (2, "attribute"),
+    "groupby": (0, "attribute"),
+    "sum": (0, "attribute"),
+    "unique": (1, "attribute"),
+    "min": (1, "attribute"),
+    "max": (1, "attribute"),
+    "selectattr": (0, ""),
+    "rejectattr": (0, ""),
+}
+# str methods that read attributes and items named inside the format string.
+_FIELD_FORMATTERS = frozenset({"format", "format_map"})
 
 
 class HazardKind(enum.Enum):
@@ -174,6 +190,7 @@ class _Walker:
             if isinstance(node, nodes.Name) and node.ctx in ("store", "param")
         }
         self.found: dict[tuple[HazardKind, str], TemplateHazard] = {}
+        self.taint = StringTaint(self.nodes)
         self.folder = ConstantFolder()
         # Children before parents, so that each fold reuses its children's values.
         for node in self.nodes:
@@ -207,6 +224,23 @@ class _Walker:
                 key = self._fold(node.arg)
                 if isinstance(key, str):
                     self._check_item(key, node, hidden=not isinstance(node.arg, nodes.Const))
+                elif (
+                    key is None
+                    and id(node.arg) not in self.folder.oversized
+                    and self.taint.is_built(node.arg)
+                ):
+                    # Jinja's x[key] falls back to getattr(x, key) for strings.
+                    self._add(HazardKind.COMPUTED_ATTRIBUTE, "item", "item key", node, False)
+        elif isinstance(node, nodes.Call):
+            callee = node.node
+            if (
+                isinstance(callee, nodes.Getattr)
+                and callee.attr in _FIELD_FORMATTERS
+                and not isinstance(self._fold(callee.node), str)
+            ):
+                # '{0.attr}'.format(x) reads attributes named in a string built at render
+                # time ('{0.__init__.__globals__}' leaks secrets through the output).
+                self._add(HazardKind.COMPUTED_ATTRIBUTE, callee.attr, "format string", node, False)
         elif isinstance(node, nodes.Filter | nodes.Test):
             self._check_filter(node)
         elif isinstance(node, nodes.Const):
@@ -273,3 +307,21 @@ class _Walker:
             if isinstance(value, str):
                 hidden = not isinstance(argument, nodes.Const)
                 self._check_attribute(value, f"{node.name} filter", node, hidden)
+        for argument in self._attribute_arguments(node):
+            if self._fold(argument) is None:
+                how = f"{node.name} filter"
+                self._add(HazardKind.COMPUTED_ATTRIBUTE, node.name, how, node, False)
+
+    def _attribute_arguments(self, node: nodes.Filter | nodes.Test) -> list[nodes.Expr]:
+        """The arguments a filter reads an attribute by (or, for map, picks a filter by)."""
+        if node.name not in _ATTRIBUTE_ARGUMENTS or isinstance(node, nodes.Test):
+            return []
+        position, keyword = _ATTRIBUTE_ARGUMENTS[node.name]
+        found = [kw.value for kw in node.kwargs if keyword and kw.key == keyword]
+        if len(node.args) > position:
+            found.append(node.args[position])
+        if node.name == "map" and node.args and self._fold(node.args[0]) == "attr":
+            found.extend(node.args[1:2])
+        if node.dyn_args is not None or node.dyn_kwargs is not None:
+            found.append(node.dyn_args or node.dyn_kwargs)  # type: ignore[arg-type]
+        return found

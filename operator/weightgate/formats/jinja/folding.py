@@ -34,6 +34,8 @@ class ConstantFolder:
 
     def __init__(self) -> None:
         self.cache: dict[int, Folded | None] = {}
+        self.oversized: set[int] = set()
+        """Nodes that are constant but too long to fold (so they cannot spell a name)."""
 
     def fold(self, node: nodes.Node, depth: int = 0) -> Folded | None:
         """The constant value of ``node``, or None when it is not a (bounded) constant."""
@@ -42,9 +44,36 @@ class ConstantFolder:
             return self.cache[key]
         if depth > _MAX_FOLD_DEPTH:
             return None  # not cached: the bottom-up pass folds this node on its own
-        value = _bounded(self._fold(node, depth + 1))
+        try:
+            unbounded = self._fold(node, depth + 1)
+        except _OversizedError:
+            unbounded = None
+            self.oversized.add(key)
+        value = _bounded(unbounded)
+        if (value is None and unbounded is not None) or self._grows_oversized(node):
+            self.oversized.add(key)
         self.cache[key] = value
         return value
+
+    def _grows_oversized(self, node: nodes.Node) -> bool:
+        # Only operations whose result is at least as long as an operand: a slice of a
+        # too-long constant can be short (and spell a name), a sum of one cannot.
+        if isinstance(node, nodes.Concat):
+            parts = node.nodes
+        elif isinstance(node, nodes.Add):
+            parts = [node.left, node.right]
+        elif isinstance(node, nodes.Mul):
+            factors = {id(node.left): node.right, id(node.right): node.left}
+            parts = [
+                side
+                for side in (node.left, node.right)
+                if isinstance(other := factors[id(side)], nodes.Const)
+                and isinstance(other.value, int)
+                and other.value > 0
+            ]
+        else:
+            return False
+        return any(id(part) in self.oversized for part in parts)
 
     def _fold(self, node: nodes.Node, depth: int) -> Folded | None:
         fold = self.fold
@@ -107,6 +136,10 @@ class ConstantFolder:
         if isinstance(callee, nodes.Getattr):
             return _apply(callee.attr, self.fold(callee.node, depth), args)  # type: ignore[arg-type]
         return None
+
+
+class _OversizedError(Exception):
+    """A constant expression whose value would be longer than MAX_FOLDED_CHARS."""
 
 
 def _bounded(value: Folded | None) -> Folded | None:
@@ -206,6 +239,9 @@ def _percent_format(template: str, args: Sequence[Folded]) -> str | None:
         if conversion == "%":
             out.append("%")
             continue
+        widths = [int(number) for number in re.findall(r"\d+", flags or "")]
+        if any(width > MAX_FOLDED_CHARS for width in widths):
+            raise _OversizedError  # '%999999999d' is refused, not honoured
         if flags or not remaining:
             return None
         arg = remaining.pop(0)

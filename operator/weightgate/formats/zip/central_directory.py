@@ -74,13 +74,24 @@ def read_zip(view: memoryview, *, max_members: int) -> ZipListing:
 
 class _Reader(LocalHeaderWalk):
     def run(self) -> None:
-        directory = self._find_directory()
+        directories = self._find_directories()
         walk_limit = len(self.view)
-        if directory is not None:
+        if directories:
             self.listing.has_central_directory = True
-            walk_limit = directory.start
-            self._read_central(directory)
-            trailing = first_nonzero(self.view, directory.end)  # zero padding is fine
+            walk_limit = min(directory.start for directory in directories)
+            for directory in directories:
+                self._read_central(directory)
+            if len(directories) > 1:
+                self.issue(
+                    IssueKind.CD_CHOICE,
+                    "the end records point at "
+                    f"{len(directories)} different central directories (at "
+                    f"{', '.join(str(d.start) for d in directories)}); loaders pick "
+                    "different ones",
+                    directories[0].start,
+                )
+            end = directories[0].end
+            trailing = first_nonzero(self.view, end)  # zero padding is fine
             if trailing is not None:
                 self.listing.trailing_start = trailing
                 self.issue(
@@ -97,16 +108,16 @@ class _Reader(LocalHeaderWalk):
 
     # -- central directory -------------------------------------------------------------
 
-    def _find_directory(self) -> _Directory | None:
+    def _find_directories(self) -> list[_Directory]:
         tail_start = max(0, len(self.view) - _EOCD_SEARCH)
         tail = bytes(self.view[tail_start:])
         found_any = False
         pos = tail.rfind(EOCD_SIG)
         while pos >= 0:
             found_any = True
-            directory = self._directory_at(tail_start + pos)
-            if directory is not None:
-                return directory
+            directories = self._directories_at(tail_start + pos)
+            if directories:
+                return directories
             pos = tail.rfind(EOCD_SIG, 0, pos)
         if found_any:
             self.issue(
@@ -115,34 +126,54 @@ class _Reader(LocalHeaderWalk):
             )
         else:
             self.issue(IssueKind.NO_CENTRAL_DIRECTORY, "no end of central directory record")
-        return None
+        return []
 
-    def _directory_at(self, eocd: int) -> _Directory | None:
+    def _directories_at(self, eocd: int) -> list[_Directory]:
+        """Every central directory some loader reads for the end record at ``eocd``.
+
+        Loaders resolve the end records differently: zipfile reads the Zip64 record right
+        before the locator (else the 32-bit fields) and the directory right before the
+        record it used (correcting for prepended data); miniz (PyTorch) tries the Zip64
+        record before the locator, then the one the locator names, and reads the directory
+        at the declared offset as is. When these disagree each reader sees other members,
+        so every candidate that holds a central directory is returned, zipfile's first.
+        (In a well-formed archive they all name the same directory.)
+        """
         if eocd + _EOCD.size > len(self.view):
-            return None
+            return []
         _, _, _, _, count, size, offset, comment_len = _EOCD.unpack_from(self.view, eocd)
         end = min(len(self.view), eocd + _EOCD.size + comment_len)
-        record_start = eocd
+        records = [(eocd, count, size, offset)]
         locator = eocd - _ZIP64_LOCATOR.size
         if locator >= 0 and bytes(self.view[locator : locator + 4]) == ZIP64_LOCATOR_SIG:
             _, _, declared, _ = _ZIP64_LOCATOR.unpack_from(self.view, locator)
-            # Like zipfile, prefer the record right before the locator (robust to prepended
-            # data); fall back to the declared offset.
-            for candidate in (locator - _ZIP64_EOCD.size, declared):
-                if 0 <= candidate <= len(self.view) - _ZIP64_EOCD.size and (
-                    bytes(self.view[candidate : candidate + 4]) == ZIP64_EOCD_SIG
-                ):
-                    fields = _ZIP64_EOCD.unpack_from(self.view, candidate)
-                    count, size, offset = fields[7], fields[8], fields[9]
-                    record_start = candidate
-                    break
-        actual = record_start - size
-        if actual >= 0 and (size == 0 or bytes(self.view[actual : actual + 4]) == CENTRAL_SIG):
-            return _Directory(actual, size, count, actual - offset, end)
-        # miniz (PyTorch) uses the declared offset as is.
-        if offset + size <= record_start and bytes(self.view[offset : offset + 4]) == CENTRAL_SIG:
-            return _Directory(offset, size, count, 0, end)
-        return None
+            zip64 = [
+                candidate
+                for candidate in (locator - _ZIP64_EOCD.size, declared)
+                if 0 <= candidate <= len(self.view) - _ZIP64_EOCD.size
+                and bytes(self.view[candidate : candidate + 4]) == ZIP64_EOCD_SIG
+            ]
+            for candidate in dict.fromkeys(zip64):
+                fields = _ZIP64_EOCD.unpack_from(self.view, candidate)
+                records.insert(-1, (candidate, fields[7], fields[8], fields[9]))
+        found: dict[int, _Directory] = {}
+        for record_start, record_count, record_size, record_offset in records:
+            actual = record_start - record_size
+            if actual >= 0 and (
+                record_size == 0 or bytes(self.view[actual : actual + 4]) == CENTRAL_SIG
+            ):
+                found.setdefault(
+                    actual,
+                    _Directory(actual, record_size, record_count, actual - record_offset, end),
+                )
+            if (
+                record_offset + record_size <= record_start
+                and bytes(self.view[record_offset : record_offset + 4]) == CENTRAL_SIG
+            ):
+                found.setdefault(
+                    record_offset, _Directory(record_offset, record_size, record_count, 0, end)
+                )
+        return list(found.values())
 
     def _read_central(self, directory: _Directory) -> None:
         pos, stop, parsed = directory.start, directory.start + directory.size, 0

@@ -50,6 +50,7 @@ class IssueKind(enum.Enum):
 
     NO_CENTRAL_DIRECTORY = "no-central-directory"
     BAD_CENTRAL_DIRECTORY = "bad-central-directory"
+    CD_CHOICE = "cd-choice"
     MISSING_LOCAL_HEADER = "missing-local-header"
     HEADER_MISMATCH = "header-mismatch"
     LOCAL_ONLY = "local-only"

@@ -106,6 +106,7 @@ _ZIP_ISSUE_RULES = {
     zipfmt.IssueKind.HEADER_MISMATCH: ZIP_HEADER_MISMATCH,
     zipfmt.IssueKind.LOCAL_ONLY: ZIP_DIRECTORY,
     zipfmt.IssueKind.CD_ONLY: ZIP_DIRECTORY,
+    zipfmt.IssueKind.CD_CHOICE: ZIP_DIRECTORY,
     zipfmt.IssueKind.OVERLAP: ZIP_OVERLAP,
     zipfmt.IssueKind.PREFIX: ZIP_PREFIX,
     zipfmt.IssueKind.TRAILING: TRAILING_DATA,
