@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from weightgate.formats import pickle as pickle_format
 from weightgate.formats.detect import HEAD_BYTES, FileFormat
 from weightgate.formats.pickle import WalkLimits
-from weightgate.formats.pickle.trace import GlobalRef, PickleTrace
+from weightgate.formats.pickle.trace import ArrayFile, GlobalRef, PickleTrace
 from weightgate.scan import pickle_globals
 from weightgate.scan.context import ScanContext
 from weightgate.scan.findings import Rule, Severity, rule
@@ -90,6 +90,23 @@ JOBLIB_ARRAY = rule(
     "joblib.load reads raw array bytes right after each NumpyArrayWrapper; when its "
     "shape or dtype cannot be read statically, the scan cannot tell where the pickle "
     "resumes, so the rest was not examined.",
+)
+JOBLIB_EXTERNAL_FILE = rule(
+    "pickle.joblib-external-file",
+    Severity.HIGH,
+    "Joblib array wrapper loads a file outside the model's directory",
+    "A joblib NDArrayWrapper (joblib <= 0.9) makes joblib.load call "
+    "np.load(os.path.join(<directory of the pickle>, filename), allow_pickle=True). This "
+    "file name is absolute, climbs out of the directory or is computed at load time, so "
+    "loading reads (and unpickles) a file of the attacker's choosing on the host.",
+)
+JOBLIB_SIBLING_FILE = rule(
+    "pickle.joblib-sibling-file",
+    Severity.LOW,
+    "Joblib array wrapper loads a file beside the pickle",
+    "Old joblib dumps (<= 0.9) keep each array in its own .npy file, which joblib.load "
+    "reads with np.load(allow_pickle=True). Scan that file together with this one; "
+    "re-dump with a current joblib to get a single file.",
 )
 EMBEDDED_PICKLE = rule(
     "pickle.embedded-pickle",
@@ -223,12 +240,38 @@ def _report(
             f"the {length} bytes from offset {offset:#x} to the end are not a pickle",
             offset=offset,
         )
+    for array_file in trace.array_files:
+        _report_array_file(ctx, array_file)
     if trace.strings_dropped:
         ctx.report(
             LIMIT_EXCEEDED,
             f"{trace.strings_dropped} string constants were not checked for embedded pickles",
         )
     _scan_embedded(ctx, trace, data, base_offset, nesting)
+
+
+_PATH_SEPARATORS = ("/", "\\", ":", "\x00")
+
+
+def _report_array_file(ctx: ScanContext, array_file: ArrayFile) -> None:
+    name = array_file.filename
+    where = f"BUILD at offset {array_file.offset:#x}"
+    if name is None or name in ("", ".", "..") or any(sep in name for sep in _PATH_SEPARATORS):
+        shown = "a computed value" if name is None else repr(_clip(name))
+        ctx.report(
+            JOBLIB_EXTERNAL_FILE,
+            f"{where} makes joblib.load np.load(allow_pickle=True) the file {shown}",
+            offset=array_file.offset,
+            evidence=None if name is None else _clip(name),
+        )
+        return
+    ctx.report(
+        JOBLIB_SIBLING_FILE,
+        f"{where} makes joblib.load np.load(allow_pickle=True) the file {_clip(name)!r} "
+        "next to this one",
+        offset=array_file.offset,
+        evidence=_clip(name),
+    )
 
 
 def _group_globals(ctx: ScanContext, trace: PickleTrace) -> list[_Group]:

@@ -307,11 +307,10 @@ def judge(module: str, name: str, extra_allowed: frozenset[str]) -> tuple[Verdic
     entry = denied_entry(module, name)
     if entry is not None:
         return Verdict.DENIED, entry
-    dotted = f"{module}.{name}"
-    if dotted in ALLOWED_GLOBALS or any(
-        f"{mod}.{attr}" in ALLOWED_GLOBALS for mod, attr in variants(module, name)
-    ):
-        return Verdict.ALLOWED, ""
-    if extra_allowed and matches(extra_allowed, dotted):
-        return Verdict.ALLOWED, ""
-    return Verdict.UNLISTED, ""
+    # Allowed only if every way a loader may resolve the name is allowed: protocols 0-2
+    # map Python 2 names, protocols 3+ import the name as written.
+    for mod, attr in variants(module, name):
+        dotted = f"{mod}.{attr}"
+        if dotted not in ALLOWED_GLOBALS and not (extra_allowed and matches(extra_allowed, dotted)):
+            return Verdict.UNLISTED, ""
+    return Verdict.ALLOWED, ""

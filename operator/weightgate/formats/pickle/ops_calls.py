@@ -19,10 +19,20 @@ from weightgate.formats.pickle.kit import (
     U16,
     Handler,
     Kit,
+    WalkStop,
     describe,
     valid_dotted_name,
 )
-from weightgate.formats.pickle.trace import CallSite, GlobalRef, Instance, Opaque, Persistent
+from weightgate.formats.pickle.trace import (
+    ArrayFile,
+    CallSite,
+    DictValue,
+    GlobalRef,
+    Instance,
+    Opaque,
+    Persistent,
+    WalkError,
+)
 
 if TYPE_CHECKING:
     from weightgate.formats.pickle.machine import PickleMachine
@@ -36,6 +46,20 @@ def call_handlers(kit: Kit, machine: PickleMachine) -> dict[str, Handler]:
     pop_mark, readline, call, mutate = kit.pop_mark, kit.readline, kit.call, kit.mutate
     new_global, text_of = kit.new_global, kit.text_of
     calls = trace.calls.append
+
+    def result(func: object, args: object, op: int, kind: str) -> object:
+        # What the call leaves on the stack. numpy's scalar() with the object dtype hands
+        # back its second argument: an imported global stays one (so a later BUILD on it
+        # is still a mutation of the global).
+        instance = call(func, args, op, kind)
+        if (
+            type(func) is GlobalRef
+            and func.constant
+            and func.dotted in pickle_joblib.SCALAR_FUNCTIONS
+            and pickle_joblib.scalar_passes_through(args)
+        ):
+            return args[1]  # type: ignore[index]
+        return instance
 
     def h_ext(width: int) -> Handler:
         def handler(p: int) -> int:
@@ -100,14 +124,14 @@ def call_handlers(kit: Kit, machine: PickleMachine) -> dict[str, Handler]:
     def h_inst(p: int) -> int:
         module, name, q = read_names(p, "ascii")
         ref = new_global(p - 1, module, name, "INST")
-        push(call(ref, tuple(pop_mark(p - 1)), p - 1, "INST"))
+        push(result(ref, tuple(pop_mark(p - 1)), p - 1, "INST"))
         return q
 
     def h_obj(p: int) -> int:
         items = pop_mark(p - 1)
         if not items:
             raise underflow(p - 1)
-        push(call(items[0], tuple(items[1:]), p - 1, "OBJ"))
+        push(result(items[0], tuple(items[1:]), p - 1, "OBJ"))
         return p
 
     def h_reduce(p: int) -> int:
@@ -115,7 +139,7 @@ def call_handlers(kit: Kit, machine: PickleMachine) -> dict[str, Handler]:
             raise underflow(p - 1)
         args = pop()
         func = pop()
-        push(call(func, args, p - 1, "REDUCE"))
+        push(result(func, args, p - 1, "REDUCE"))
         return p
 
     def h_newobj(p: int) -> int:
@@ -140,20 +164,38 @@ def call_handlers(kit: Kit, machine: PickleMachine) -> dict[str, Handler]:
             raise underflow(p - 1)
         state = pop()
         inst = stack[-1]
-        if type(inst) is Instance:
-            inst.state = state
-            func = inst.func
-            target = func if type(func) is GlobalRef else None
-            calls(CallSite("BUILD", target, base + p - 1))
-            if (
-                machine.joblib
-                and target is not None
-                and pickle_joblib.is_array_wrapper(target.module, target.name)
-            ):
-                return machine.skip_joblib_array(p, inst)
-        else:
+        if type(inst) is not Instance:
             mutate(inst, p - 1, "BUILD")
+            return p
+        # A dict state updates the instance's attributes; joblib reads the merged ones.
+        inst.state = pickle_joblib.merged_state(inst.state, state)
+        func = inst.func
+        calls(CallSite("BUILD", func if type(func) is GlobalRef else None, base + p - 1))
+        if not machine.joblib:
+            return p
+        kind = pickle_joblib.wrapper_kind(inst)
+        if kind.problem is not None:
+            raise WalkStop(WalkError(base + p - 1, f"BUILD: {kind.problem}", "joblib"))
+        if kind.dotted == pickle_joblib.ARRAY_WRAPPER:
+            return machine.skip_joblib_array(p, inst)
+        if kind.dotted == pickle_joblib.FILE_WRAPPER:
+            trace.array_files.append(ArrayFile(base + p - 1, wrapper_filename(kind, state)))
         return p
+
+    def wrapper_filename(kind: pickle_joblib.WrapperKind, state: object) -> str | None:
+        # NDArrayWrapper.__init__(filename, subclass, allow_mmap); BUILD then sets
+        # __dict__ from a dict state and attributes from a (dict, slots) state.
+        value: object = None
+        if kind.init_args:
+            value = kind.init_args[0]
+        parts = state if type(state) is tuple and len(state) == 2 else (state,)
+        for part in parts:
+            if type(part) is DictValue:
+                if part.has("filename"):
+                    value = part.lookup("filename")
+            elif part is not None:
+                return None
+        return text_of(value)
 
     def h_persid(p: int) -> int:
         line, q = readline(p)

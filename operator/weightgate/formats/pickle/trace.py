@@ -203,6 +203,19 @@ class WalkError:
     kind: ErrorKind = "malformed"
 
 
+class ArrayFile(NamedTuple):
+    """A joblib ``NDArrayWrapper``: ``joblib.load`` runs ``np.load(allow_pickle=True)``.
+
+    Attributes:
+        offset: Offset of the BUILD that makes joblib read the file.
+        filename: The file name, joined to the pickle's directory by ``os.path.join``;
+            None when it is not a constant string.
+    """
+
+    offset: int
+    filename: str | None
+
+
 @dataclass
 class PickleTrace:
     """Everything the walk of one stream learned; plain data for the rules to judge.
@@ -225,6 +238,7 @@ class PickleTrace:
         torch_data: (offset, length) of raw storage bytes after a legacy PyTorch file's
             pickles.
         strings_dropped: Candidate strings not recorded because there were too many.
+        array_files: Files a joblib ``NDArrayWrapper`` makes ``joblib.load`` read.
     """
 
     globals: list[GlobalRef] = field(default_factory=list)
@@ -241,6 +255,7 @@ class PickleTrace:
     trailing: tuple[int, int] | None = None
     torch_data: tuple[int, int] | None = None
     strings_dropped: int = 0
+    array_files: list[ArrayFile] = field(default_factory=list)
 
     @property
     def is_pickle(self) -> bool:
