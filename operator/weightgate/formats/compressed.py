@@ -183,7 +183,6 @@ def decompress(
         The output and why it stopped. ``consumed`` tells where trailing data starts.
     """
     factory = _factory(codec, bounds.max_output) if isinstance(codec, Codec) else codec
-    magic = _STREAM_MAGICS.get(codec) if isinstance(codec, Codec) else None
     out = bytearray()
     crc = 0
     pos = 0
@@ -194,8 +193,9 @@ def decompress(
     while True:
         if dec.eof:
             end = pos - len(dec.unused_data) - len(getattr(dec, "unconsumed_tail", b""))
-            if multi_stream and magic is not None and _starts_with(source, end, magic):
-                dec, pos, pending = factory(), end, b""
+            following = _next_stream(source, end, codec) if multi_stream else None
+            if following is not None:
+                dec, pos, pending = factory(), following, b""
                 continue
             return Decompressed(out, Outcome.COMPLETE, end, crc)
         if exact_size is not None and len(out) >= exact_size:
@@ -238,6 +238,19 @@ def decompress(
         consumed = pos - len(getattr(dec, "unconsumed_tail", b""))
         if len(out) > bounds.min_ratio_check and len(out) > bounds.max_ratio * max(consumed, 1):
             return Decompressed(out, Outcome.RATIO, consumed, crc)
+
+
+def _next_stream(source: memoryview, end: int, codec: Codec | DecompressorFactory) -> int | None:
+    """Where the next concatenated stream of ``codec`` starts after ``end``, if one does."""
+    magic = _STREAM_MAGICS.get(codec) if isinstance(codec, Codec) else None
+    if magic is None:
+        return None
+    if codec is Codec.GZIP:
+        # Python's gzip module skips zero bytes between members (gzip FAQ 8), so a member
+        # after padding is part of what gzip.open returns, not trailing data.
+        start = first_nonzero(source, end)
+        return start if start is not None and _starts_with(source, start, magic) else None
+    return end if _starts_with(source, end, magic) else None
 
 
 def _starts_with(source: memoryview, offset: int, magic: bytes) -> bool:

@@ -8,9 +8,12 @@ magic number at all (ONNX and TensorFlow protobufs).
 from __future__ import annotations
 
 import enum
+import json
 import mmap
 import struct
+import tarfile
 from pathlib import PurePosixPath
+from typing import Any, cast
 
 BytesLike = bytes | bytearray | memoryview | mmap.mmap
 """Anything the readers accept; they wrap it in a memoryview and never copy it whole."""
@@ -91,7 +94,7 @@ def detect_format(content: BytesLike, name: str = "") -> FileFormat:
         return FileFormat.GGUF
     if _hdf5_superblock_offset(view) is not None:
         return FileFormat.HDF5
-    if data[TAR_MAGIC_OFFSET : TAR_MAGIC_OFFSET + 6] in TAR_MAGICS:
+    if data[TAR_MAGIC_OFFSET : TAR_MAGIC_OFFSET + 6] in TAR_MAGICS or is_tar_header(data):
         return FileFormat.TAR
     if _looks_like_safetensors(data, size):
         return FileFormat.SAFETENSORS
@@ -141,6 +144,26 @@ def ends_with_zip_directory(content: BytesLike) -> bool:
     return False
 
 
+def is_tar_header(head: bytes) -> bool:
+    """Whether ``head`` starts with a header block that :mod:`tarfile` accepts.
+
+    tarfile needs no ``ustar`` magic: an old-style (v7) header with a valid checksum is a
+    member. ``torch.load`` tries ``tarfile.open(mode="r:")`` before unpickling, so such a
+    file is a legacy checkpoint to torch however its first member's name makes it look.
+    """
+    if len(head) < tarfile.BLOCKSIZE:
+        return False
+    block = head[: tarfile.BLOCKSIZE]
+    if not block.strip(b"\0"):
+        return False  # an end-of-archive block: tarfile refuses it as a first header
+    module = cast(Any, tarfile)  # nti and calc_chksums are not in the type stubs
+    try:
+        checksum = module.nti(block[148:156])
+    except (tarfile.TarError, ValueError):
+        return False
+    return bool(checksum in module.calc_chksums(block))
+
+
 def _hdf5_superblock_offset(view: memoryview) -> int | None:
     # libhdf5 looks for the superblock at 0, then 512, 1024, 2048, ... (after a user
     # block), so a Keras .h5 with a user block loads; it must not escape detection.
@@ -184,6 +207,8 @@ def _protobuf_format(data: bytes, name: str) -> FileFormat | None:
 
 
 def _text_format(data: bytes, truncated: bool) -> FileFormat | None:
+    if _wide_json(data):
+        return FileFormat.JSON
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -201,6 +226,21 @@ def _text_format(data: bytes, truncated: bool) -> FileFormat | None:
         # and hands real text back as TEXT.
         return FileFormat.PICKLE
     return FileFormat.TEXT
+
+
+def _wide_json(data: bytes) -> bool:
+    # json.loads (and so Keras reading config.json) accepts UTF-16 and UTF-32 by their
+    # BOM or zero-byte pattern; such a file must reach the JSON checks too.
+    encoding = json.detect_encoding(data)
+    if encoding in ("utf-8", "utf-8-sig"):
+        return False
+    width = 4 if encoding.startswith("utf-32") else 2
+    sample = data[: len(data) - len(data) % width]
+    try:
+        text = sample.decode(encoding)
+    except UnicodeDecodeError:
+        return False
+    return text.lstrip("\ufeff \t\r\n").startswith(("{", "["))
 
 
 # What each name claims. A name missing here claims nothing. Names are matched by their

@@ -30,6 +30,7 @@ from weightgate.formats.hdf5 import (
 )
 from weightgate.scan.context import ScanContext
 from weightgate.scan.findings import Rule, Severity, rule
+from weightgate.scan.keras_torch import scan_torch_module
 
 LAMBDA_LAYER = rule(
     "keras.lambda-layer",
@@ -77,7 +78,8 @@ UNSAFE_FUNCTION = rule(
     "The config calls a Keras function that weakens loading",
     "enable_unsafe_deserialization and set_global_attribute turn safe_mode off from "
     "inside the config (CVE-2025-9906); get_file downloads files and load_model/"
-    "load_weights load further models (CVE-2025-8747). No model needs them.",
+    "load_weights (and TFSMLayer) load further models (CVE-2025-8747). No model needs "
+    "them.",
 )
 CONFIG_UNREADABLE = rule(
     "keras.config-unreadable",
@@ -107,6 +109,7 @@ UNSAFE_FUNCTIONS = frozenset(
 """Keras functions used as gadgets in safe_mode bypasses (see UNSAFE_FUNCTION)."""
 
 TF_OP_LAMBDA_CLASSES = frozenset({"TFOpLambda", "SlicingOpLambda"})
+EXTERNAL_MODEL_CLASSES = frozenset({"TFSMLayer"})
 UNSAFE_TF_SYMBOLS = frozenset(
     {"py_function", "numpy_function", "py_func", "eager_py_func", "pyfunc",
      "pyfuncstateless", "eagerpyfunc", "write_file", "writefile", "read_file", "readfile",
@@ -269,6 +272,13 @@ class _ConfigChecker:
             self.report(PYTHON_BYTECODE, f"serialized Python function: {hint}", evidence=label)
         elif class_name in TF_OP_LAMBDA_CLASSES:
             self.tf_op(inner.get("function"), label)
+        elif class_name in EXTERNAL_MODEL_CLASSES:
+            path = str(inner.get("filepath"))[:200]
+            # Same gadget family as load_model: a model fetched from a path named in the
+            # config (TFSMLayer), whose graph can read and write files when it runs.
+            self.report(UNSAFE_FUNCTION, f"{label} loads the SavedModel at {path!r}", label)
+        elif class_name == "TorchModuleWrapper" and "module" in inner:
+            self.torch_module(inner["module"], _name_of(obj, inner), label)
         module = obj.get("module")
         registered = obj.get("registered_name")
         if isinstance(module, str) and not _allowed_module(module):
@@ -335,6 +345,12 @@ class _ConfigChecker:
         if isinstance(value, list | tuple) and value:  # {"value": [code, defaults, closure]}
             value = value[0]
         return _code_hint(value)
+
+    def torch_module(self, value: object, name: str, label: str) -> None:
+        # Findings of the pickle itself go to the member; here only "could not check".
+        problem = scan_torch_module(self.ctx, value, name)
+        if problem is not None:
+            self.report(CONFIG_UNREADABLE, f"{label}: {problem}", label)
 
     def tf_op(self, symbol: object, label: str) -> None:
         if not isinstance(symbol, str) or not _TF_SYMBOL.fullmatch(symbol):

@@ -66,6 +66,11 @@ MAX_LISTED_OPS = 20
 
 _DRIVE = re.compile(r"^[A-Za-z]:")
 
+ORT_MEMORY_ADDRESS_TAG = "*/_ORT_MEM_ADDR_/*"
+"""Location onnxruntime reads as "the offset entry is a pointer into this process"
+(kTensorProtoMemoryAddressTag in tensorprotoutils.h): a model naming it reads whatever
+memory its offset points at."""
+
 
 def scan_onnx(ctx: ScanContext, data: memoryview) -> None:
     """Scan an ONNX model (or a protobuf that was only routed here by its first bytes).
@@ -100,6 +105,8 @@ def location_escape(location: str) -> str | None:
     """Why an external-data ``location`` resolves outside the model directory, or None."""
     if "\x00" in location:
         return "contains a NUL byte"
+    if location == ORT_MEMORY_ADDRESS_TAG:
+        return "is onnxruntime's in-memory tag: the offset is read as a raw memory address"
     if "\\" in location:
         return "contains a backslash (a Windows path separator)"
     if location.startswith("/"):

@@ -46,6 +46,24 @@ FILE_OPS: dict[str, Severity] = {
     "ReadFile": Severity.MEDIUM,
     "MatchingFiles": Severity.MEDIUM,
     "WriteFile": Severity.HIGH,
+    # Other ways a graph reads a file by path: memory-mapping one (ImmutableConst), whole-
+    # file readers and the file-backed datasets. Lookup-table initialisers from text files
+    # are left out: vocabularies are assets of the model itself (TF Hub text models).
+    "ImmutableConst": Severity.MEDIUM,
+    "WholeFileReader": Severity.MEDIUM,
+    "WholeFileReaderV2": Severity.MEDIUM,
+    "TextLineDataset": Severity.MEDIUM,
+    "TFRecordDataset": Severity.MEDIUM,
+    "TFRecordDatasetV2": Severity.MEDIUM,
+    "FixedLengthRecordDataset": Severity.MEDIUM,
+    "FixedLengthRecordDatasetV2": Severity.MEDIUM,
+    # tfdbg ops write their dumps to the directories named in their debug_urls attribute.
+    "DebugIdentity": Severity.HIGH,
+    "DebugIdentityV2": Severity.HIGH,
+    "DebugIdentityV3": Severity.HIGH,
+    "DebugNanCount": Severity.HIGH,
+    "DebugNumericSummary": Severity.HIGH,
+    "DebugNumericSummaryV2": Severity.HIGH,
 }
 
 _SAVED_MODEL_META_GRAPHS = 2

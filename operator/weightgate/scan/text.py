@@ -41,6 +41,8 @@ TOO_LARGE = rule(
     "and the verdict fails closed. Raise limits.max_json_bytes if the file is legitimate.",
 )
 
+KERAS_CONFIG_NAME = "config.json"
+"""The member of a .keras archive that Keras deserializes."""
 _TEMPLATE_SUFFIXES = (".jinja", ".jinja2", ".j2", ".template", ".tmpl")
 _YAML_START = re.compile(r"(?:---|[A-Za-z_][\w .-]*:)(?:\s|$)")
 _CHAT_TEMPLATE_KEY = re.compile(r"^[ \t]*[\"']?\w*chat_template[\"']?[ \t]*:", re.MULTILINE)
@@ -91,8 +93,10 @@ def scan_json(ctx: ScanContext, data: memoryview) -> None:
         return
     raw = bytes(data)
     try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError:
+        # The encoding json.loads(bytes) picks (Keras reads config.json as bytes): UTF-8
+        # with or without BOM, UTF-16 and UTF-32, so a config in any of them is checked.
+        text = raw.decode(json.detect_encoding(raw)).removeprefix("\ufeff")
+    except (UnicodeDecodeError, LookupError):
         _scan_text_content(ctx, raw.decode("utf-8", "replace"))
         return
     templates = _TemplateCollector()
@@ -101,7 +105,10 @@ def scan_json(ctx: ScanContext, data: memoryview) -> None:
     except (ValueError, RecursionError):
         _scan_text_content(ctx, text)
         return
-    if isinstance(parsed, dict) and _is_keras_config(parsed):
+    if _is_keras_config(parsed) or _base_name(ctx.path) == KERAS_CONFIG_NAME:
+        # Keras deserializes whatever config.json holds, lists and plain dicts included
+        # (their values are deserialized in turn), so a .keras config is walked whatever
+        # its top level looks like.
         keras.scan_keras_config(ctx, parsed)
     templates.scan(ctx)
 
@@ -210,14 +217,20 @@ def _report_too_large(ctx: ScanContext, data: memoryview, severity: Severity) ->
     )
 
 
-def _is_keras_config(parsed: dict[str, object]) -> bool:
+def _is_keras_config(parsed: object) -> bool:
+    if not isinstance(parsed, dict):
+        return False
     return ("class_name" in parsed and "config" in parsed) or (
         "module" in parsed and "registered_name" in parsed
     )
 
 
+def _base_name(path: str) -> str:
+    return PurePosixPath(path.rpartition("!")[2]).name.lower()
+
+
 def _claims_template(path: str) -> bool:
-    name = PurePosixPath(path.rpartition("!")[2]).name.lower()
+    name = _base_name(path)
     return name.endswith(_TEMPLATE_SUFFIXES) or "chat_template" in name
 
 
