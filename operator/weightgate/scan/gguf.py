@@ -3,7 +3,9 @@
 GGUF weights cannot carry code, but ``tokenizer.chat_template`` (and the named variants
 ``tokenizer.chat_template.<name>``) is a Jinja template that llama-cpp-python rendered
 outside a sandbox before CVE-2024-34359 was fixed, and that other servers render today.
-Every template is analysed statically (:mod:`weightgate.scan.template`). Structural
+Every template is analysed statically (:mod:`weightgate.scan.template`). llama.cpp renders
+no other key, but another tool might: other strings holding Jinja syntax that reaches for
+Python internals are reported at LOW, never more. Structural
 problems that llama.cpp refuses are MEDIUM: the verdict fails closed on files that loaders
 would read differently from the scanner.
 """
@@ -11,7 +13,7 @@ would read differently from the scanner.
 from __future__ import annotations
 
 from weightgate.errors import FormatError, LimitExceeded
-from weightgate.formats import gguf
+from weightgate.formats import gguf, jinja
 from weightgate.scan.context import ScanContext
 from weightgate.scan.findings import Rule, Severity, rule
 from weightgate.scan.template import scan_template
@@ -120,6 +122,15 @@ CODE_IN_METADATA = rule(
     "Loading GGUF never runs metadata, but a tool that evals it would. Find out why code is there.",
 )
 
+TEMPLATE_IN_METADATA = rule(
+    "gguf.template-in-metadata",
+    Severity.LOW,
+    "A metadata string other than the chat template holds a risky Jinja template",
+    "llama.cpp only renders tokenizer.chat_template*, so this text is not executed on "
+    "load; a tool that renders other metadata as a template would run the dunder or "
+    "escape constructs it contains. Find out why it is there.",
+)
+
 _FAULT_RULES: dict[gguf.Fault, Rule] = {
     gguf.Fault.OBSOLETE_VERSION: OBSOLETE_VERSION,
     gguf.Fault.DUPLICATE_KEY: DUPLICATE_KEY,
@@ -169,6 +180,8 @@ def scan_gguf(ctx: ScanContext, data: memoryview) -> None:
                     offset=field.value_offset,
                     evidence=code,
                 )
+            if "{{" in field.value or "{%" in field.value:
+                _scan_other_template(ctx, field, field.value)
 
 
 def _scan_chat_template(ctx: ScanContext, field: gguf.GGUFField) -> None:
@@ -181,3 +194,20 @@ def _scan_chat_template(ctx: ScanContext, field: gguf.GGUFField) -> None:
         )
         return
     scan_template(ctx, field.value, origin=f"key {field.key!r}", offset=field.value_offset)
+
+
+def _scan_other_template(ctx: ScanContext, field: gguf.GGUFField, text: str) -> None:
+    # Not a template any loader renders: text that does not parse or is too big is no
+    # finding, and hazards are capped at LOW (they only matter to a careless tool).
+    try:
+        hazards = jinja.analyse_template(text, ctx.limits.max_template_bytes)
+    except (FormatError, LimitExceeded):
+        return
+    if hazards:
+        names = ", ".join(dict.fromkeys(h.name for h in hazards))
+        ctx.report(
+            TEMPLATE_IN_METADATA,
+            f"metadata {field.key!r} is Jinja that reaches for {names[:200]}",
+            offset=field.value_offset,
+            evidence=hazards[0].name,
+        )

@@ -6,7 +6,9 @@ in a few known ways: Lambda layers (Python bytecode, marshalled and base64-encod
 CVE-2024-3660, CVE-2025-9905), ``__lambda__`` function objects, objects whose ``module``
 names a package outside Keras and TensorFlow (imported on load, CVE-2025-1550), custom
 registered objects, TFOpLambda layers (they call a TensorFlow function by name), and Keras'
-own functions that switch safe mode off or fetch files (CVE-2025-9906, CVE-2025-8747).
+own functions that switch safe mode off or fetch files (CVE-2025-9906, CVE-2025-8747), and
+lookup layers whose ``vocabulary`` is a string: IndexLookup.set_vocabulary reads it as a
+file path of the loading host (tf.io.gfile, so gs:// and hdfs:// too).
 
 ``.keras`` archives reach :func:`scan_keras_config` through the JSON scanner (their
 ``config.json``); legacy ``.h5`` files through :func:`scan_hdf5`, which reads the
@@ -78,8 +80,9 @@ UNSAFE_FUNCTION = rule(
     "The config calls a Keras function that weakens loading",
     "enable_unsafe_deserialization and set_global_attribute turn safe_mode off from "
     "inside the config (CVE-2025-9906); get_file downloads files and load_model/"
-    "load_weights (and TFSMLayer) load further models (CVE-2025-8747). No model needs "
-    "them.",
+    "load_weights (and TFSMLayer) load further models (CVE-2025-8747); a lookup layer "
+    "whose vocabulary is an absolute or remote path reads that file on load. No model "
+    "needs them.",
 )
 CONFIG_UNREADABLE = rule(
     "keras.config-unreadable",
@@ -108,6 +111,9 @@ UNSAFE_FUNCTIONS = frozenset(
 )  # fmt: skip
 """Keras functions used as gadgets in safe_mode bypasses (see UNSAFE_FUNCTION)."""
 
+VOCABULARY_LAYERS = frozenset({"StringLookup", "IntegerLookup", "IndexLookup", "TextVectorization"})
+"""Layers whose string ``vocabulary`` is a file read on load (a list is the vocabulary)."""
+
 TF_OP_LAMBDA_CLASSES = frozenset({"TFOpLambda", "SlicingOpLambda"})
 EXTERNAL_MODEL_CLASSES = frozenset({"TFSMLayer"})
 UNSAFE_TF_SYMBOLS = frozenset(
@@ -126,6 +132,9 @@ MAX_CONFIG_DEPTH = 500
 MAX_HINT_CHARS = 4096
 """Base64 characters decoded for a bytecode hint."""
 
+_OUTSIDE_PATH = re.compile(r"^(?:[/\\~]|[A-Za-z]:)|://|(?:^|[/\\])\.\.(?:[/\\]|$)")
+"""Absolute, home-relative, drive-letter or remote (scheme://) paths, or ones climbing out
+with ``..``: a file outside whatever directory the model was loaded from."""
 _TF_SYMBOL = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*")
 _IDENTIFIER = re.compile(rb"[A-Za-z_][A-Za-z0-9_]{2,}")
 
@@ -277,6 +286,8 @@ class _ConfigChecker:
             # Same gadget family as load_model: a model fetched from a path named in the
             # config (TFSMLayer), whose graph can read and write files when it runs.
             self.report(UNSAFE_FUNCTION, f"{label} loads the SavedModel at {path!r}", label)
+        elif class_name in VOCABULARY_LAYERS and isinstance(inner.get("vocabulary"), str):
+            self.vocabulary_file(str(inner["vocabulary"]), label)
         elif class_name == "TorchModuleWrapper" and "module" in inner:
             self.torch_module(inner["module"], _name_of(obj, inner), label)
         module = obj.get("module")
@@ -345,6 +356,18 @@ class _ConfigChecker:
         if isinstance(value, list | tuple) and value:  # {"value": [code, defaults, closure]}
             value = value[0]
         return _code_hint(value)
+
+    def vocabulary_file(self, path: str, label: str) -> None:
+        # Keras 3 keeps adapted vocabularies in the config or the archive's assets; a
+        # string here is a path that is opened when the layer is built on load. A plain
+        # relative name is only read from the loader's working directory: low.
+        outside = _OUTSIDE_PATH.search(path) is not None
+        self.report(
+            UNSAFE_FUNCTION,
+            f"{label} reads its vocabulary from the file {path[:200]!r} on load",
+            path[:200],
+            severity=None if outside else Severity.LOW,
+        )
 
     def torch_module(self, value: object, name: str, label: str) -> None:
         # Findings of the pickle itself go to the member; here only "could not check".

@@ -10,10 +10,15 @@ tensorflow/core/framework/graph.proto, function.proto, node_def.proto, op_def.pr
     GraphDef.node = 1                 GraphDef.library = 2
     FunctionDefLibrary.function = 1   FunctionDef.signature = 1 (OpDef.name = 1)
     FunctionDef.node_def = 3          NodeDef.name = 1, NodeDef.op = 2
+    NodeDef.attr = 5 (map entry: key = 1, value = 2)
+    AttrValue.s = 2 (tensorflow/core/framework/attr_value.proto)
 
 The list of flagged operations is short on purpose: each one reaches outside the tensor
 computation. Save/Restore variants are not listed: every SavedModel with variables has
-them, and they only touch the checkpoint files the loader names.
+them, and they only touch the checkpoint files the loader names. ``PrintV2`` is flagged
+only when its ``output_stream`` attribute is ``file://<path>`` (the kernel appends to that
+file); printing to stderr or a log is common. Other file ops take their path as an input
+tensor, not an attribute, so the op name is all there is to quote.
 """
 
 from __future__ import annotations
@@ -37,7 +42,8 @@ FILE_OP = rule(
     Severity.MEDIUM,
     "The graph reads, lists or writes files by path",
     "ReadFile and MatchingFiles let a model read or list files of the server and return "
-    "them as outputs; WriteFile (high) lets it plant files. Models rarely need them at "
+    "them as outputs; WriteFile and PrintV2 with a file:// output_stream (high) let it "
+    "plant or append to files. Models rarely need them at "
     "serving time; check where the paths come from.",
 )
 
@@ -77,6 +83,16 @@ _OP_DEF_NAME = 1
 _NODE_NAME = 1
 _NODE_OP = 2
 
+PRINT_OP = "PrintV2"
+PRINT_STREAM_ATTR = "output_stream"
+FILE_STREAM_PREFIX = "file://"
+"""PrintV2 appends to the file named after this prefix (tensorflow/core/kernels/logging_ops.cc)."""
+
+_NODE_ATTR = 5
+_MAP_KEY = 1
+_MAP_VALUE = 2
+_ATTR_VALUE_S = 2
+
 MAX_LISTED_NODES = 10
 """Node names quoted in one finding."""
 
@@ -100,6 +116,7 @@ def scan_savedmodel(ctx: ScanContext, data: memoryview) -> None:
         max_fields=ctx.limits.max_protobuf_fields,
         max_string_bytes=ctx.limits.max_string_bytes,
     )
+    # Keyed by op name, or by "PrintV2 file://<path>" for prints into a file.
     flagged: dict[str, _OpUses] = {}
     for meta in reader.fields(0, len(data)):
         if meta.number != _SAVED_MODEL_META_GRAPHS:
@@ -115,6 +132,15 @@ def scan_savedmodel(ctx: ScanContext, data: memoryview) -> None:
         where = f"{uses.count} node(s) run {op}: {nodes}{more}"
         if op in PYTHON_OPS:
             ctx.report(PYTHON_OP, where, offset=uses.offset, evidence=op)
+        elif op.startswith(f"{PRINT_OP} "):  # op names have no spaces: only ours match
+            path = op.removeprefix(f"{PRINT_OP} {FILE_STREAM_PREFIX}")
+            ctx.report(
+                FILE_OP,
+                f"{uses.count} node(s) run {PRINT_OP} appending to {path!r}: {nodes}{more}",
+                offset=uses.offset,
+                evidence=path,
+                severity=Severity.HIGH,
+            )
         else:
             ctx.report(FILE_OP, where, offset=uses.offset, evidence=op, severity=FILE_OPS[op])
 
@@ -156,9 +182,40 @@ def _check_node(
             name = reader.text(item, "NodeDef.name")
         elif item.number == _NODE_OP:
             op = reader.text(item, "NodeDef.op")
-    if op not in PYTHON_OPS and op not in FILE_OPS:
+    if op == PRINT_OP:
+        stream = _string_attr(reader, node, depth, PRINT_STREAM_ATTR)
+        if stream is None or not stream.startswith(FILE_STREAM_PREFIX):
+            return
+        op = f"{PRINT_OP} {stream[:200]}"
+        prints = sum(key.startswith(f"{PRINT_OP} ") for key in flagged)
+        if op not in flagged and prints >= MAX_LISTED_NODES:
+            # One finding per path, but not one per node of a file made of prints.
+            op = f"{PRINT_OP} {FILE_STREAM_PREFIX}<further paths>"
+    elif op not in PYTHON_OPS and op not in FILE_OPS:
         return
     uses = flagged.setdefault(op, _OpUses(node.offset))
     uses.count += 1
     if len(uses.nodes) < MAX_LISTED_NODES:
         uses.nodes.append(f"{name or '<unnamed>'} ({where})")
+
+
+def _string_attr(reader: ProtoReader, node: ProtoField, depth: int, key: str) -> str | None:
+    """The string value (AttrValue.s) of attribute ``key`` of a NodeDef, if it has one."""
+    value: str | None = None
+    for item in reader.submessage(node, depth, "NodeDef"):
+        if item.number != _NODE_ATTR:
+            continue
+        name = ""
+        entry_value: ProtoField | None = None
+        for sub in reader.submessage(item, depth + 1, "NodeDef.attr entry"):
+            if sub.number == _MAP_KEY:
+                name = reader.text(sub, "NodeDef.attr key")
+            elif sub.number == _MAP_VALUE:
+                entry_value = sub
+        if name != key or entry_value is None:
+            continue
+        value = None  # a later entry replaces an earlier one, as in protobuf maps
+        for sub in reader.submessage(entry_value, depth + 2, "AttrValue"):
+            if sub.number == _ATTR_VALUE_S:
+                value = reader.text(sub, "AttrValue.s")
+    return value
