@@ -25,6 +25,7 @@ from collections.abc import Iterator
 from typing import NamedTuple
 
 from weightgate.errors import FormatError, LimitExceeded
+from weightgate.formats.limits import Limits
 
 MAX_VARINT_BYTES = 10
 """A 64-bit varint takes at most ten bytes."""
@@ -111,6 +112,13 @@ class ProtoReader:
         self.max_nesting = max_nesting
         self.max_string_bytes = max_string_bytes
         self.fields_read = 0
+
+    @classmethod
+    def within(cls, data: memoryview, limits: Limits) -> ProtoReader:
+        """A reader bounded by the scan limits (protobuf fields, string size)."""
+        return cls(
+            data, max_fields=limits.max_protobuf_fields, max_string_bytes=limits.max_string_bytes
+        )
 
     def fields(self, start: int, end: int, depth: int = 0) -> Iterator[ProtoField]:
         """Yield the fields of the message stored in ``data[start:end]``.

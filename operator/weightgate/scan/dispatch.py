@@ -29,7 +29,7 @@ _SCANNERS: dict[FileFormat, str] = {
     FileFormat.SAFETENSORS: "weightgate.scan.safetensors:scan_safetensors",
     FileFormat.GGUF: "weightgate.scan.gguf:scan_gguf",
     FileFormat.NUMPY: "weightgate.scan.numpy:scan_npy",
-    FileFormat.HDF5: "weightgate.scan.keras:scan_hdf5",
+    FileFormat.HDF5: "weightgate.scan.hdf5:scan_hdf5",
     FileFormat.ONNX: "weightgate.scan.onnx:scan_onnx",
     FileFormat.SAVEDMODEL: "weightgate.scan.savedmodel:scan_savedmodel",
     FileFormat.KERAS_METADATA: "weightgate.scan.keras_metadata:scan_keras_metadata",

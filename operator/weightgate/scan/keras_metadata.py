@@ -31,11 +31,7 @@ def scan_keras_metadata(ctx: ScanContext, data: memoryview) -> None:
         FormatError: The bytes are not a valid protobuf message.
         LimitExceeded: A bound was reached.
     """
-    reader = ProtoReader(
-        data,
-        max_fields=ctx.limits.max_protobuf_fields,
-        max_string_bytes=ctx.limits.max_string_bytes,
-    )
+    reader = ProtoReader.within(data, ctx.limits)
     for node in reader.fields(0, len(data)):
         if node.number == _METADATA_NODES:
             reader.expect_len(node, "SavedMetadata.nodes")

@@ -111,11 +111,7 @@ def scan_savedmodel(ctx: ScanContext, data: memoryview) -> None:
         FormatError: The bytes are not a valid protobuf message.
         LimitExceeded: A bound was reached.
     """
-    reader = ProtoReader(
-        data,
-        max_fields=ctx.limits.max_protobuf_fields,
-        max_string_bytes=ctx.limits.max_string_bytes,
-    )
+    reader = ProtoReader.within(data, ctx.limits)
     # Keyed by op name, or by "PrintV2 file://<path>" for prints into a file.
     flagged: dict[str, _OpUses] = {}
     for meta in reader.fields(0, len(data)):
