@@ -7,11 +7,13 @@ its content, and dispatches to the member's scanner with a child context one lev
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from weightgate.errors import FormatError, LimitExceeded
 from weightgate.formats import detect
 from weightgate.formats.detect import BytesLike, FileFormat
+from weightgate.formats.problems import FaultT, Problem
 from weightgate.scan import dispatch
 from weightgate.scan.findings import Finding, Rule, Severity, rule
 from weightgate.scan.settings import Limits, ScanSettings
@@ -132,6 +134,18 @@ class ScanContext:
                 evidence=evidence,
             )
         )
+
+    def report_problems(
+        self, problems: Iterable[Problem[FaultT]], rules: Mapping[FaultT, Rule]
+    ) -> None:
+        """Record the problems a reader collected, each under the rule for its fault."""
+        for problem in problems:
+            self.report(
+                rules[problem.fault],
+                problem.message,
+                offset=problem.offset,
+                evidence=problem.evidence,
+            )
 
     def member(self, name: str) -> ScanContext:
         """A context for a member of the object scanned here, one level deeper."""

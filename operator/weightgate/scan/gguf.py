@@ -155,13 +155,7 @@ def scan_gguf(ctx: ScanContext, data: memoryview) -> None:
     except FormatError as exc:
         ctx.report(INVALID_HEADER, str(exc), offset=exc.offset)
         return
-    for problem in parsed.problems:
-        ctx.report(
-            _FAULT_RULES[problem.fault],
-            problem.message,
-            offset=problem.offset,
-            evidence=problem.evidence,
-        )
+    ctx.report_problems(parsed.problems, _FAULT_RULES)
     if parsed.trailing_bytes:
         ctx.report(
             TRAILING_BYTES,

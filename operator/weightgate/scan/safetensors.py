@@ -140,13 +140,7 @@ def scan_safetensors(ctx: ScanContext, data: memoryview) -> None:
     except (st.SafetensorsError, st.SafetensorsLimitExceeded) as exc:
         ctx.report(_FAULT_RULES[exc.fault], str(exc), offset=exc.offset)
         return
-    for problem in header.problems:
-        ctx.report(
-            _FAULT_RULES[problem.fault],
-            problem.message,
-            offset=problem.offset,
-            evidence=problem.evidence,
-        )
+    ctx.report_problems(header.problems, _FAULT_RULES)
     for key, value in (header.metadata or {}).items():
         code = find_code(value)
         if code is not None:

@@ -10,6 +10,8 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
+from weightgate.formats.problems import Problem
+
 
 class GGUFValueType(enum.IntEnum):
     """Metadata value types (``gguf_type``)."""
@@ -75,14 +77,8 @@ class Fault(enum.Enum):
     OFFSET_OUT_OF_BOUNDS = "offset-out-of-bounds"
 
 
-@dataclass(frozen=True)
-class GGUFProblem:
-    """A problem found in a file that could still be read (offsets are absolute)."""
-
-    fault: Fault
-    message: str
-    offset: int
-    evidence: str | None = None
+GGUFProblem = Problem[Fault]
+"""A problem found in a file that could still be read (offsets are absolute)."""
 
 
 @dataclass(frozen=True)

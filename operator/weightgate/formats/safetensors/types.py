@@ -11,6 +11,7 @@ import enum
 from dataclasses import dataclass
 
 from weightgate.errors import FormatError, LimitExceeded
+from weightgate.formats.problems import Problem
 
 HEADER_LENGTH_BYTES = 8
 METADATA_KEY = "__metadata__"
@@ -50,21 +51,8 @@ class SafetensorsLimitExceeded(LimitExceeded):
         self.fault = Fault.HEADER_TOO_LARGE
 
 
-@dataclass(frozen=True)
-class HeaderProblem:
-    """A problem found in a header that could still be read.
-
-    Attributes:
-        fault: Which rule it breaks.
-        message: What was found.
-        offset: Absolute file offset where it applies (a header key or a data byte).
-        evidence: The tensor name or metadata key concerned.
-    """
-
-    fault: Fault
-    message: str
-    offset: int
-    evidence: str | None = None
+HeaderProblem = Problem[Fault]
+"""A problem found in a header that could still be read (a header key or a data byte)."""
 
 
 @dataclass(frozen=True)
