@@ -165,7 +165,8 @@ class ScanContext:
         """
         view = memoryview(data)
         fmt = detect.detect_format(view, name)
-        self._check_name(fmt, name)
+        claims = detect.claimed_formats(name)
+        self._check_name(fmt, name, claims)
         if self.depth > self.limits.max_archive_depth:
             self.report(
                 DEPTH_EXCEEDED,
@@ -174,8 +175,8 @@ class ScanContext:
                 evidence=fmt.value,
             )
             return fmt
-        claims = detect.claimed_formats(name) or frozenset()
-        if fmt in (FileFormat.UNKNOWN, FileFormat.EMPTY, FileFormat.TEXT) and len(claims) == 1:
+        unrecognised = fmt in (FileFormat.UNKNOWN, FileFormat.EMPTY, FileFormat.TEXT)
+        if unrecognised and claims is not None and len(claims) == 1:
             (claimed,) = claims
             if claimed in detect.VERIFIABLE_CLAIMS:
                 self.scan_as(claimed, view)
@@ -204,8 +205,7 @@ class ScanContext:
         except Exception as exc:  # a scanner bug must not let the file through
             self.report(INTERNAL_ERROR, f"{fmt.value}: {type(exc).__name__}: {exc}")
 
-    def _check_name(self, fmt: FileFormat, name: str) -> None:
-        claims = detect.claimed_formats(name)
+    def _check_name(self, fmt: FileFormat, name: str, claims: frozenset[FileFormat] | None) -> None:
         if claims is None or fmt in claims or fmt is FileFormat.EMPTY:
             return
         claimed = "/".join(sorted(f.value for f in claims))
