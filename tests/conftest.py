@@ -17,3 +17,6 @@ def corpus_dir() -> Path:
     if not (CORPUS / "MANIFEST.tsv").is_file():
         pytest.fail(f"corpus not found at {CORPUS} (set WEIGHTGATE_CORPUS)")
     return CORPUS
+
+
+pytest_plugins = ("tests.controlplane.fixtures",)
