@@ -19,4 +19,11 @@ def corpus_dir() -> Path:
     return CORPUS
 
 
-pytest_plugins = ("tests.controlplane.fixtures",)
+pytest_plugins = (
+    "tests.controlplane.fixtures",
+    "tests.servers.hf_hub",
+    "tests.servers.https",
+    "tests.servers.mlflow",
+    "tests.servers.registry",
+    "tests.servers.s3",
+)

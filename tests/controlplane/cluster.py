@@ -51,6 +51,7 @@ class Binaries:
     etcd: Path
     kubectl: Path
     helm: Path
+    registry: Path  # the OCI distribution registry, for the source tests
 
     @classmethod
     def build(cls) -> Binaries:
@@ -68,6 +69,7 @@ class Binaries:
             etcd=bin_dir / "etcd",
             kubectl=bin_dir / "kubectl",
             helm=bin_dir / "helm",
+            registry=bin_dir / "registry",
         )
 
 

@@ -29,6 +29,8 @@ def load_crds(crds_dir: Path) -> list[dict[str, Any]]:
         for doc in yaml.load_all(path.read_text(), Loader=yaml.CSafeLoader)
         if doc and doc.get("kind") == "CustomResourceDefinition"
     ]
+    if not crds:
+        raise FileNotFoundError(f"no CustomResourceDefinitions under {crds_dir}")
     for crd in crds:
         if crd["metadata"]["name"] == SELDON_DEPLOYMENTS:
             _give_graph_children_a_schema(crd)

@@ -130,7 +130,7 @@ def wait_until_called(smoke: Smoke, timeout: float = 30.0) -> None:
         assert time.monotonic() < deadline, "kube-apiserver never called the webhook"
         smoke.apply("probe", "--dry-run=server")
         time.sleep(0.3)
-    smoke.hook.requests.clear()
+    smoke.hook.forget()
 
 
 @pytest.fixture

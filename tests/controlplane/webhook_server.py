@@ -31,13 +31,13 @@ Decide = Callable[[dict[str, Any]], Decision]
 class RecordingWebhook:
     """`with RecordingWebhook(decide) as hook:` serves https://127.0.0.1:<port>/validate.
 
-    `hook.ca_bundle` is the PEM to put in a webhook configuration's caBundle; `hook.requests`
-    holds the `request` part of every AdmissionReview received, in order.
+    `hook.ca_bundle` is the PEM to put in a webhook configuration's caBundle; `hook.received()`
+    returns the `request` part of every AdmissionReview received, in order.
     """
 
     def __init__(self, decide: Decide) -> None:
         self.decide = decide
-        self.requests: list[dict[str, Any]] = []
+        self._requests: list[dict[str, Any]] = []
         self._lock = threading.Lock()
         authority = CertificateAuthority("weightgate-test-webhook-ca")
         self.ca_bundle = authority.cert_pem
@@ -52,7 +52,12 @@ class RecordingWebhook:
 
     def received(self) -> list[dict[str, Any]]:
         with self._lock:
-            return list(self.requests)
+            return list(self._requests)
+
+    def forget(self) -> None:
+        """Drop what was received so far."""
+        with self._lock:
+            self._requests.clear()
 
     def __enter__(self) -> RecordingWebhook:
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -86,7 +91,7 @@ class RecordingWebhook:
                 review = json.loads(self.rfile.read(length))
                 request = review["request"]
                 with hook._lock:
-                    hook.requests.append(request)
+                    hook._requests.append(request)
                 decision = hook.decide(request)
                 response: dict[str, Any] = {"uid": request["uid"], "allowed": decision.allowed}
                 if not decision.allowed:

@@ -1,0 +1,69 @@
+"""The interface every model source implements, and the settings they share."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import ClassVar, Protocol
+
+from weightgate.sources.model import RemoteFile, ResolvedModel
+
+
+def default_cache_dir() -> Path:
+    """`$WEIGHTGATE_CACHE/models`, else `${XDG_CACHE_HOME:-~/.cache}/weightgate/models`."""
+    root = os.environ.get("WEIGHTGATE_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "weightgate"
+    )
+    return Path(root) / "models"
+
+
+@dataclass(frozen=True)
+class SourceSettings:
+    """Network and size limits for resolving and fetching.
+
+    Attributes:
+        timeout: Seconds to wait for a connection or for the next bytes of a response.
+        retries: Further attempts after a timeout, a dropped connection, a 5xx or a truncated
+            body (never after 401/403/404 or a digest mismatch).
+        backoff: Seconds before the first retry; doubled for each further one.
+        max_model_bytes: Refuse models larger than this before downloading anything.
+        cache_dir: Where verified blobs live (content-addressed by sha256).
+        cache_max_bytes: Evict least-recently-used blobs beyond this size.
+        ca_bundle: PEM file of CAs to trust for HTTPS sources, in addition to none: when set,
+            it replaces the system store (as `REQUESTS_CA_BUNDLE` does for requests).
+    """
+
+    timeout: float = 30.0
+    retries: int = 3
+    backoff: float = 0.5
+    max_model_bytes: int = 256 * 1024**3
+    cache_dir: Path = field(default_factory=default_cache_dir)
+    cache_max_bytes: int = 512 * 1024**3
+    ca_bundle: Path | None = None
+
+
+class Source(Protocol):
+    """Resolves references of some URI schemes and streams the files of a resolved model.
+
+    Implementations raise only :mod:`weightgate.sources.errors` exceptions, translated from
+    their client library's, with the reference in the message.
+    """
+
+    schemes: ClassVar[tuple[str, ...]]
+
+    def resolve(self, reference: str) -> ResolvedModel:
+        """Pin `reference` to an immutable revision and list its files (no file content)."""
+        ...
+
+    def open(
+        self, model: ResolvedModel, file: RemoteFile, offset: int
+    ) -> AbstractContextManager[Iterator[bytes]]:
+        """Stream `file`'s bytes from `offset` on (a resumed download), in chunks.
+
+        Raises RevisionMoved when the source can tell the file is no longer the pinned one
+        (ETag/version precondition failed).
+        """
+        ...

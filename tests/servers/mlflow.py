@@ -1,0 +1,1 @@
+"""Fixtures: a real mlflow server on loopback for the source tests (being written)."""

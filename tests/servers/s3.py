@@ -1,0 +1,1 @@
+"""Fixtures: a real s3 server on loopback for the source tests (being written)."""
