@@ -9,7 +9,7 @@ from pathlib import Path
 
 import yaml
 
-from tests.controlplane.cluster import ControlPlane
+from tests.controlplane.cluster import BUILD_SCRIPT, REPO, ControlPlane
 
 GO_MODULES = Path(__file__).parent / "go"
 
@@ -30,6 +30,15 @@ def test_server_and_kubectl_report_the_pinned_kubernetes_release(
 
     assert versions["serverVersion"]["gitVersion"] == pinned
     assert versions["clientVersion"]["gitVersion"] == pinned
+
+
+def test_a_second_build_is_a_no_op(control_plane: ControlPlane) -> None:
+    again = subprocess.run(
+        [str(BUILD_SCRIPT)], capture_output=True, text=True, timeout=60, check=True, cwd=REPO
+    )
+
+    assert "controlplane: cached:" in again.stderr
+    assert Path(again.stdout.strip()) == control_plane.binaries.kube_apiserver.parent
 
 
 def test_helm_installs_and_uninstalls_a_chart(

@@ -14,7 +14,7 @@ from weightgate.sources.errors import UnsupportedReference
 SOURCES: dict[str, str] = {
     "hf": "weightgate.sources.huggingface:HuggingFaceSource",
     "s3": "weightgate.sources.s3:S3Source",
-    "models": "weightgate.sources.mlflow:MlflowSource",
+    "models": "weightgate.sources.mlflow:MlflowSource",  # models:/name/1 (MLflow)
     "oci": "weightgate.sources.oci:OciSource",
     "oci+fetch": "weightgate.sources.oci:OciSource",  # KServe's spellings of the same thing
     "oci+native": "weightgate.sources.oci:OciSource",
@@ -45,7 +45,7 @@ def source_for(reference: str, settings: SourceSettings) -> Source:
         raise UnsupportedReference(f"{reference}: {UNSUPPORTED[scheme]}")
     target = SOURCES.get(scheme)
     if target is None:
-        known = ", ".join(f"{name}://" for name in sorted(SOURCES))
+        known = ", ".join(f"{name}:" for name in sorted(SOURCES))
         raise UnsupportedReference(f"{reference}: unknown scheme {scheme!r} (supported: {known})")
     module_name, _, class_name = target.partition(":")
     source: Source = getattr(importlib.import_module(module_name), class_name)(settings)
