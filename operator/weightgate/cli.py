@@ -1,4 +1,4 @@
-"""The ``weightgate`` command.
+"""The ``weightgate`` command: ``scan`` here, ``resolve`` and model URIs in :mod:`.cli_sources`.
 
 Exit codes follow DESIGN.md for every command: 0 pass, 1 could not complete (usage, I/O,
 unreadable input), 2 the gate failed.
@@ -7,6 +7,7 @@ unreadable input), 2 the gate failed.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from dataclasses import replace
@@ -15,12 +16,16 @@ from typing import NoReturn, TextIO
 
 import yaml
 
-from weightgate import __version__
+from weightgate import __version__, cli_sources
 from weightgate.errors import InputError
 from weightgate.scan.engine import scan_path
-from weightgate.scan.findings import FileResult, Severity
-from weightgate.scan.reports import render_json, render_sarif, render_text
+from weightgate.scan.findings import FileResult, ScanReport, Severity
+from weightgate.scan.reports import render_text
+from weightgate.scan.reports.json import report_to_dict
+from weightgate.scan.reports.sarif import report_to_sarif
 from weightgate.scan.settings import ScanSettings, limits_with, settings_from_policy
+from weightgate.sources.errors import VerificationFailed
+from weightgate.sources.model import FetchedModel
 
 EXIT_PASS = 0
 EXIT_INCOMPLETE = 1
@@ -36,22 +41,38 @@ class _Parser(argparse.ArgumentParser):
 
 
 class _Progress:
-    """A one-line progress bar on a terminal, redrawn after each file."""
+    """A one-line progress bar on a terminal: downloads by bytes, then the scan by files."""
 
     def __init__(self, stream: TextIO) -> None:
         self.stream = stream
         self.bytes = 0
 
-    def __call__(self, result: FileResult, done: int, total: int) -> None:
+    def scanned(self, result: FileResult, done: int, total: int) -> None:
+        """After each scanned file."""
         self.bytes += result.size
+        self._draw(done, total, f"{done}/{total} files {self.bytes / 1e6:,.0f} MB", result.path)
+
+    def downloaded(self, path: str, done: int, total: int) -> None:
+        """While downloading: bytes of the whole model done so far."""
+        self._draw(done, total, f"{_amount(done)} of {_amount(total)} fetched", path)
+
+    def _draw(self, done: int, total: int, counts: str, path: str) -> None:
         width = 30
-        filled = width * done // max(total, 1)
+        filled = width * min(done, total) // max(total, 1)
         bar = "#" * filled + "-" * (width - filled)
-        name = result.path if len(result.path) <= 40 else "..." + result.path[-37:]
-        self.stream.write(f"\r[{bar}] {done}/{total} files {self.bytes / 1e6:,.0f} MB  {name:<40}")
-        if done == total:
+        name = path if len(path) <= 40 else "..." + path[-37:]
+        self.stream.write(f"\r[{bar}] {counts}  {name:<40}")
+        if done >= total:
             self.stream.write("\r" + " " * 100 + "\r")
         self.stream.flush()
+
+
+def _amount(size: int) -> str:
+    """Bytes in decimal units (as download tools print them)."""
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if size >= scale:
+            return f"{size / scale:,.1f} {unit}"
+    return f"{size} B"
 
 
 def _severity(text: str) -> Severity:
@@ -74,7 +95,11 @@ def _build_parser() -> argparse.ArgumentParser:
         help="scan a model file or directory for content that runs code or is malformed",
         description="Scan a model file or directory. Formats are detected from content.",
     )
-    scan.add_argument("path", help="a model file or a directory of model files")
+    scan.add_argument(
+        "path",
+        help="a model file or directory, or a model URI (hf://, s3://, models:/, oci://, "
+        "https://, file://, pvc://) to fetch and scan",
+    )
     scan.add_argument(
         "-f", "--format", choices=["text", "json", "sarif"], default="text", help="report format"
     )
@@ -119,6 +144,8 @@ def _build_parser() -> argparse.ArgumentParser:
         default="auto",
         help="progress bar on stderr (default: on a terminal)",
     )
+    cli_sources.add_source_options(scan)
+    cli_sources.add_resolve_command(commands)
     return parser
 
 
@@ -172,15 +199,48 @@ def _wants(mode: str, stream: TextIO) -> bool:
 def _command_scan(args: argparse.Namespace) -> int:
     settings = _settings(args)
     progress = _Progress(sys.stderr) if _wants(args.progress, sys.stderr) else None
-    report = scan_path(args.path, settings, progress)
+    scanned = progress.scanned if progress else None
+    if not cli_sources.is_reference(args.path):
+        return _report(args, settings, scan_path(args.path, settings, scanned), None)
+    with cli_sources.fetched_directory(
+        args.path, cli_sources.source_settings(args), progress.downloaded if progress else None
+    ) as (fetched, directory):
+        report = scan_path(directory, settings, scanned)
+    cli_sources.check_scanned(report, fetched)
+    report.root = fetched.resolved.reference
+    return _report(args, settings, report, fetched)
+
+
+def _command_resolve(args: argparse.Namespace) -> int:
+    progress = _Progress(sys.stderr) if _wants(args.progress, sys.stderr) else None
+    sys.stdout.write(cli_sources.command_resolve(args, progress.downloaded if progress else None))
+    return EXIT_PASS
+
+
+def _report(
+    args: argparse.Namespace,
+    settings: ScanSettings,
+    report: ScanReport,
+    fetched: FetchedModel | None,
+) -> int:
+    """Write the report; a fetched model's identity and revision head it in every format."""
     out: TextIO = sys.stdout
     if args.format == "json":
-        text = render_json(report, settings.fail_on)
+        document = report_to_dict(report, settings.fail_on)
+        if fetched is not None:
+            document["revision"] = fetched.revision
+            document["source"] = cli_sources.model_fields(fetched)
+        text = json.dumps(document, indent=2) + "\n"
     elif args.format == "sarif":
-        text = render_sarif(report, __version__)
+        document = report_to_sarif(report, __version__)
+        if fetched is not None:
+            document["runs"][0]["properties"] = {"model": cli_sources.model_fields(fetched)}
+        text = json.dumps(document, indent=2) + "\n"
     else:
         colour = args.output is None and _wants(args.color, sys.stdout)
         text = render_text(report, settings.fail_on, colour=colour, verbose=args.verbose)
+        if fetched is not None:
+            text = cli_sources.text_header(fetched) + text
     if args.output:
         try:
             Path(args.output).write_text(text, encoding="utf-8")
@@ -201,9 +261,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "scan":
             return _command_scan(args)
+        if args.command == "resolve":
+            return _command_resolve(args)
     except InputError as exc:
         print(f"weightgate: error: {exc}", file=sys.stderr)
         return EXIT_INCOMPLETE
+    except VerificationFailed as exc:
+        print(f"weightgate: verification failed: {exc}", file=sys.stderr)
+        return EXIT_GATE_FAILED
     except KeyboardInterrupt:
         print("weightgate: interrupted", file=sys.stderr)
         return EXIT_INCOMPLETE

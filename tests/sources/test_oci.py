@@ -1,0 +1,640 @@
+"""oci:// against a real distribution registry over TLS, with artifacts pushed by oras-py."""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import hashlib
+import http.server
+import io
+import json
+import os
+import socket
+import ssl
+import tarfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.controlplane.pki import CertificateAuthority
+from tests.models import minilm_dir
+from tests.servers.registry import PASSWORD, USERNAME, OciRegistry, TokenServer
+from weightgate.sources import fetch
+from weightgate.sources.base import SourceSettings
+from weightgate.sources.errors import (
+    DigestMismatch,
+    ModelTooLarge,
+    NotFound,
+    SourceError,
+    SourceTimeout,
+    SourceUnavailable,
+    TruncatedDownload,
+    Unauthorized,
+    UnsupportedReference,
+)
+from weightgate.sources.model import RemoteFile, ResolvedModel
+from weightgate.sources.oci import (
+    OCI_INDEX,
+    OCI_MANIFEST,
+    OciSource,
+    files_of_manifest,
+    parse_reference,
+)
+from weightgate.sources.registry import source_for
+
+MINILM = minilm_dir()
+MINILM_FILES = {
+    path.relative_to(MINILM).as_posix(): path
+    for path in sorted(MINILM.rglob("*"))
+    if path.is_file() and not path.name.startswith(".")
+}
+
+
+def sha256_of(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def read(source: OciSource, model: ResolvedModel, file: RemoteFile, offset: int = 0) -> bytes:
+    with source.open(model, file, offset) as chunks:
+        return b"".join(chunks)
+
+
+def unique_file(directory: Path, name: str, size: int = 4096) -> Path:
+    """A file no other test pushes (blobs are shared by every repository of a registry)."""
+    path = directory / name
+    path.write_bytes(os.urandom(size))
+    return path
+
+
+@pytest.fixture(autouse=True)
+def no_docker_credentials(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Keep the developer's own ~/.docker/config.json out of the tests."""
+    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "docker-config-empty"))
+
+
+@pytest.fixture
+def settings(oci_registry: OciRegistry, tmp_path: Path) -> SourceSettings:
+    return SourceSettings(
+        timeout=10,
+        retries=1,
+        backoff=0.01,
+        ca_bundle=oci_registry.ca_bundle,
+        cache_dir=tmp_path / "cache",
+    )
+
+
+@pytest.fixture
+def source(settings: SourceSettings) -> OciSource:
+    return OciSource(settings)
+
+
+@pytest.fixture(scope="module")
+def minilm(oci_registry: OciRegistry) -> tuple[str, str]:
+    """MiniLM pushed as `oras push` does it: one layer per file, titled with its path."""
+    digest = oci_registry.push(
+        "models/minilm:v1",
+        list(MINILM_FILES.values()),
+        titles={path: title for title, path in MINILM_FILES.items()},
+    )
+    return f"oci://{oci_registry.host}/models/minilm:v1", digest
+
+
+def test_resolve_pins_the_tag_to_the_manifest_digest_oras_reports(
+    source: OciSource, minilm: tuple[str, str], oci_registry: OciRegistry
+) -> None:
+    reference, digest = minilm
+    resolved = source.resolve(reference)
+    assert resolved.revision == digest
+    assert resolved.lineage == f"oci://{oci_registry.host}/models/minilm"
+    assert resolved.pinned == f"oci://{oci_registry.host}/models/minilm@{digest}"
+    assert [file.path for file in resolved.files] == sorted(MINILM_FILES)
+    assert "1_Pooling/config.json" in MINILM_FILES
+    for file in resolved.files:
+        assert file.size == MINILM_FILES[file.path].stat().st_size
+        assert file.sha256 == sha256_of(MINILM_FILES[file.path])
+
+
+def test_kserve_spellings_resolve_to_the_same_revision(
+    source: OciSource, minilm: tuple[str, str], settings: SourceSettings
+) -> None:
+    reference, digest = minilm
+    for scheme in ("oci+fetch", "oci+native"):
+        spelled = reference.replace("oci://", f"{scheme}://")
+        resolved = source_for(spelled, settings).resolve(spelled)
+        assert isinstance(source_for(spelled, settings), OciSource)
+        assert (resolved.revision, resolved.files) == (digest, source.resolve(reference).files)
+
+
+def test_open_streams_a_layer_and_resumes_from_an_offset(
+    source: OciSource, minilm: tuple[str, str]
+) -> None:
+    resolved = source.resolve(minilm[0])
+    files = {file.path: file for file in resolved.files}
+    weights = MINILM_FILES["model.safetensors"].read_bytes()
+    assert read(source, resolved, files["model.safetensors"]) == weights
+    assert read(source, resolved, files["model.safetensors"], 1_000_003) == weights[1_000_003:]
+    assert read(source, resolved, files["config.json"], files["config.json"].size) == b""
+
+
+def test_fetch_puts_minilm_in_the_cache_verified(
+    minilm: tuple[str, str], settings: SourceSettings
+) -> None:
+    fetched = fetch(minilm[0], settings)
+    assert fetched.revision == minilm[1]
+    assert {file.path: file.sha256 for file in fetched.files} == {
+        title: sha256_of(path) for title, path in MINILM_FILES.items()
+    }
+    assert fetched.files[0].blob.read_bytes() == MINILM_FILES[fetched.files[0].path].read_bytes()
+
+
+def test_pinned_reference_keeps_the_old_content_after_the_tag_moves(
+    source: OciSource, oci_registry: OciRegistry, tmp_path: Path
+) -> None:
+    (tmp_path / "old").mkdir()
+    (tmp_path / "new").mkdir()
+    old = unique_file(tmp_path / "old", "weights.bin")
+    new = unique_file(tmp_path / "new", "weights.bin")
+    oci_registry.push("models/retagged:prod", [old])
+    reference = f"oci://{oci_registry.host}/models/retagged:prod"
+    before = source.resolve(reference)
+
+    oci_registry.push("models/retagged:prod", [new])
+    after = source.resolve(reference)
+    again = source.resolve(before.pinned)
+
+    assert after.revision != before.revision
+    assert again.revision == before.revision
+    assert again.files == before.files
+    assert read(source, again, again.files[0]) == old.read_bytes()
+    assert read(source, after, after.files[0]) == new.read_bytes()
+
+
+def test_tampered_layer_is_a_digest_mismatch(
+    source: OciSource, oci_registry: OciRegistry, settings: SourceSettings, tmp_path: Path
+) -> None:
+    weights = unique_file(tmp_path, "weights.bin")
+    oci_registry.push("models/tampered:v1", [weights])
+    resolved = source.resolve(f"oci://{oci_registry.host}/models/tampered:v1")
+    stored = oci_registry.blob_data_path(f"sha256:{resolved.files[0].sha256}")
+    tampered = bytearray(stored.read_bytes())
+    tampered[100] ^= 0xFF  # same size: only the content address can tell
+    stored.write_bytes(bytes(tampered))
+
+    assert read(source, resolved, resolved.files[0]) == bytes(tampered)  # served as stored
+    with pytest.raises(DigestMismatch, match=r"weights\.bin"):
+        fetch(resolved, settings)
+
+
+def test_tampered_manifest_pinned_by_digest_is_a_digest_mismatch(
+    source: OciSource, oci_registry: OciRegistry, tmp_path: Path
+) -> None:
+    digest = oci_registry.push("models/tampered-manifest:v1", [unique_file(tmp_path, "a.bin")])
+    stored = oci_registry.blob_data_path(digest)
+    stored.write_bytes(stored.read_bytes().replace(b'"a.bin"', b'"b.bin"'))
+    with pytest.raises(DigestMismatch, match=digest):
+        source.resolve(f"oci://{oci_registry.host}/models/tampered-manifest@{digest}")
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "models/no-such-repo:v1",
+        "models/minilm:no-such-tag",
+        "models/minilm@sha256:" + "0" * 64,
+    ],
+)
+def test_missing_repository_tag_or_digest_is_not_found(
+    source: OciSource, oci_registry: OciRegistry, minilm: tuple[str, str], name: str
+) -> None:
+    reference = f"oci://{oci_registry.host}/{name}"
+    with pytest.raises(NotFound, match=reference.replace("+", r"\+")) as raised:
+        source.resolve(reference)
+    assert "_UNKNOWN" in str(raised.value)  # the registry's error code is passed on
+
+
+def test_a_missing_blob_is_not_found(source: OciSource, minilm: tuple[str, str]) -> None:
+    resolved = source.resolve(minilm[0])
+    file = resolved.files[0]
+    gone = RemoteFile(
+        file.path, file.size, "0" * 64, file.locator.rsplit(":", 1)[0] + ":" + "0" * 64
+    )
+    with pytest.raises(NotFound, match=file.path):
+        read(source, resolved, gone)
+
+
+@pytest.mark.parametrize(
+    "title", ["../escape.bin", "/etc/cron.d/x", "a//b.bin", "./a.bin", "a\\..\\b"]
+)
+def test_an_unsafe_layer_title_refuses_the_artifact(
+    source: OciSource, oci_registry: OciRegistry, tmp_path: Path, title: str
+) -> None:
+    layer = unique_file(tmp_path, "layer.bin", 16)
+    oci_registry.push("models/hostile:v1", [layer], titles={layer: title})
+    with pytest.raises(SourceError, match="not a safe relative path"):
+        source.resolve(f"oci://{oci_registry.host}/models/hostile:v1")
+
+
+def test_a_model_over_the_size_limit_is_refused_before_download(
+    minilm: tuple[str, str], settings: SourceSettings
+) -> None:
+    small = SourceSettings(**{**settings.__dict__, "max_model_bytes": 10_000_000})
+    with pytest.raises(ModelTooLarge, match="over the limit of 10000000 bytes"):
+        OciSource(small).resolve(minilm[0])
+
+
+def test_a_manifest_over_the_size_limit_is_refused(
+    source: OciSource, minilm: tuple[str, str]
+) -> None:
+    source.max_manifest_bytes = 512
+    with pytest.raises(SourceError, match="manifest is over 512 bytes"):
+        source.resolve(minilm[0])
+
+
+def test_an_image_index_is_refused_naming_its_manifests(
+    source: OciSource, oci_registry: OciRegistry, minilm: tuple[str, str]
+) -> None:
+    child = minilm[1]
+    size = len(oci_registry.blob_data_path(child).read_bytes())
+    index = {
+        "schemaVersion": 2,
+        "mediaType": OCI_INDEX,
+        "manifests": [
+            {
+                "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "digest": child,
+                "size": size,
+                "platform": {"os": "linux", "architecture": "amd64"},
+            }
+        ],
+    }
+    oci_registry.put_manifest("models/minilm:multi", json.dumps(index).encode(), OCI_INDEX)
+    with pytest.raises(UnsupportedReference, match=f"image index \\(of {child}\\)"):
+        source.resolve(f"oci://{oci_registry.host}/models/minilm:multi")
+
+
+def test_a_container_image_such_as_a_modelcar_is_refused(
+    source: OciSource, oci_registry: OciRegistry, tmp_path: Path
+) -> None:
+    # A KServe modelcar: the model under /models inside a gzipped tar layer, no titles.
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as archive:
+        data = os.urandom(64)
+        info = tarfile.TarInfo("models/model.bin")
+        info.size = len(data)
+        archive.addfile(info, io.BytesIO(data))
+    layer = tmp_path / "layer.tar.gz"
+    layer.write_bytes(gzip.compress(buffer.getvalue()))
+    config = tmp_path / "config.json"
+    config.write_bytes(json.dumps({"architecture": "amd64", "os": "linux"}).encode())
+    blobs = {path: f"sha256:{sha256_of(path)}" for path in (layer, config)}
+    for path, digest in blobs.items():
+        oci_registry.upload_blob("models/modelcar", path, digest)
+    manifest = {
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": {
+            "mediaType": "application/vnd.oci.image.config.v1+json",
+            "digest": blobs[config],
+            "size": config.stat().st_size,
+        },
+        "layers": [
+            {
+                "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+                "digest": blobs[layer],
+                "size": layer.stat().st_size,
+            }
+        ],
+    }
+    oci_registry.put_manifest("models/modelcar:v1", json.dumps(manifest).encode(), OCI_MANIFEST)
+    with pytest.raises(UnsupportedReference, match="KServe modelcar"):
+        source.resolve(f"oci://{oci_registry.host}/models/modelcar:v1")
+
+
+def test_without_the_ca_bundle_tls_fails_and_says_how_to_trust_the_registry(
+    minilm: tuple[str, str], tmp_path: Path
+) -> None:
+    untrusting = OciSource(SourceSettings(timeout=5, retries=0, cache_dir=tmp_path))
+    with pytest.raises(SourceError, match="CA bundle setting"):
+        untrusting.resolve(minilm[0])
+
+
+# --- authentication: a registry that requires basic auth ---------------------------------
+
+
+@pytest.fixture(scope="module")
+def private_model(oci_auth_registry: OciRegistry, tmp_path_factory: pytest.TempPathFactory) -> str:
+    weights = unique_file(tmp_path_factory.mktemp("private"), "weights.bin")
+    oci_auth_registry.push("private/model:v1", [weights])
+    return f"oci://{oci_auth_registry.host}/private/model:v1"
+
+
+def auth_settings(registry: OciRegistry, tmp_path: Path) -> SourceSettings:
+    return SourceSettings(
+        timeout=10, retries=0, ca_bundle=registry.ca_bundle, cache_dir=tmp_path / "cache"
+    )
+
+
+def write_docker_config(directory: Path, host: str, username: str, password: str) -> None:
+    directory.mkdir()
+    token = base64.b64encode(f"{username}:{password}".encode()).decode()
+    (directory / "config.json").write_text(json.dumps({"auths": {host: {"auth": token}}}))
+
+
+def test_without_credentials_the_registry_refusal_names_docker_login_and_docker_config(
+    private_model: str, oci_auth_registry: OciRegistry, tmp_path: Path
+) -> None:
+    with pytest.raises(Unauthorized, match="HTTP 401") as raised:
+        OciSource(auth_settings(oci_auth_registry, tmp_path)).resolve(private_model)
+    assert f"docker login {oci_auth_registry.host}" in str(raised.value)
+    assert "DOCKER_CONFIG" in str(raised.value)
+
+
+def test_credentials_from_docker_config_resolve_and_stream(
+    private_model: str,
+    oci_auth_registry: OciRegistry,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    config = tmp_path / "docker"
+    write_docker_config(config, f"https://{oci_auth_registry.host}/v1/", USERNAME, PASSWORD)
+    monkeypatch.setenv("DOCKER_CONFIG", str(config))
+    source = OciSource(auth_settings(oci_auth_registry, tmp_path))
+    resolved = source.resolve(private_model)
+    data = read(source, resolved, resolved.files[0])
+    assert hashlib.sha256(data).hexdigest() == resolved.files[0].sha256
+
+
+def test_wrong_credentials_are_unauthorized(
+    private_model: str,
+    oci_auth_registry: OciRegistry,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    config = tmp_path / "docker"
+    write_docker_config(config, oci_auth_registry.host, USERNAME, "wrong-password")
+    monkeypatch.setenv("DOCKER_CONFIG", str(config))
+    with pytest.raises(Unauthorized, match=private_model):
+        OciSource(auth_settings(oci_auth_registry, tmp_path)).resolve(private_model)
+
+
+# --- bearer tokens: a registry behind a token service, as ghcr.io, quay.io, Docker Hub -------
+
+
+@pytest.fixture(scope="module")
+def token_models(
+    oci_token_registry: OciRegistry, tmp_path_factory: pytest.TempPathFactory
+) -> list[str]:
+    directory = tmp_path_factory.mktemp("bearer")
+    references = []
+    for name in ("team/first", "team/second"):
+        oci_token_registry.push(f"{name}:v1", [unique_file(directory, f"{name[5:]}.bin")])
+        references.append(f"oci://{oci_token_registry.host}/{name}:v1")
+    return references
+
+
+def test_bearer_tokens_from_the_token_service_per_repository(
+    token_models: list[str],
+    oci_token_registry: OciRegistry,
+    oci_token_server: TokenServer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    config = tmp_path / "docker"
+    write_docker_config(config, oci_token_registry.host, USERNAME, PASSWORD)
+    monkeypatch.setenv("DOCKER_CONFIG", str(config))
+    source = OciSource(auth_settings(oci_token_registry, tmp_path))
+    asked = oci_token_server.requests
+    for reference in token_models:  # a token is scoped to one repository: one each
+        resolved = source.resolve(reference)
+        data = read(source, resolved, resolved.files[0])
+        assert hashlib.sha256(data).hexdigest() == resolved.files[0].sha256
+    assert oci_token_server.requests - asked == 2
+
+
+def test_without_credentials_the_token_service_refuses_and_the_error_says_what_to_do(
+    token_models: list[str], oci_token_registry: OciRegistry, tmp_path: Path
+) -> None:
+    with pytest.raises(Unauthorized, match="DOCKER_CONFIG"):
+        OciSource(auth_settings(oci_token_registry, tmp_path)).resolve(token_models[0])
+
+
+# --- a registry that does not answer ---------------------------------------------------------
+
+
+@pytest.fixture
+def silent_port() -> Iterator[int]:
+    """A port that accepts connections (the kernel's backlog) and never says anything."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(8)
+        yield listener.getsockname()[1]
+
+
+def test_a_registry_that_never_answers_times_out_quickly(silent_port: int, tmp_path: Path) -> None:
+    source = OciSource(SourceSettings(timeout=0.2, retries=1, backoff=0.01, cache_dir=tmp_path))
+    started = time.monotonic()
+    with pytest.raises(SourceTimeout, match="after 2 attempts"):
+        source.resolve(f"oci://127.0.0.1:{silent_port}/models/minilm:v1")
+    assert time.monotonic() - started < 3
+
+
+def test_a_closed_port_is_unavailable_quickly(tmp_path: Path) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]  # bound, never listening: connections are refused
+        source = OciSource(SourceSettings(timeout=0.2, retries=1, backoff=0.01, cache_dir=tmp_path))
+        started = time.monotonic()
+        with pytest.raises(SourceUnavailable, match=f"127.0.0.1:{port}"):
+            source.resolve(f"oci://127.0.0.1:{port}/models/minilm:v1")
+    assert time.monotonic() - started < 3
+
+
+# --- a blob server that misbehaves (a boundary fake: the registry itself never does) -------
+
+BLOB = bytes(range(256)) * 64
+
+
+class BlobServer(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+    mode = ""  # "", "truncate" or "stall"
+
+
+class MisbehavingBlobs(http.server.BaseHTTPRequestHandler):
+    """Serves BLOB for any path, as `server.mode` says: ignoring Range, cut short, or stalled."""
+
+    server: BlobServer
+
+    def do_GET(self) -> None:
+        mode = self.server.mode
+        self.send_response(200)  # Range ignored in every mode
+        self.send_header("Content-Length", str(len(BLOB)))
+        self.end_headers()
+        if mode == "stall":
+            self.wfile.write(BLOB[:1000])
+            self.wfile.flush()
+            time.sleep(2)
+        self.wfile.write(BLOB[: len(BLOB) // 2] if mode == "truncate" else BLOB)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def blob_server(
+    registry_ca: tuple[CertificateAuthority, Path], tmp_path: Path
+) -> Iterator[tuple[BlobServer, ResolvedModel, SourceSettings]]:
+    cert, key = registry_ca[0].issue_server("blobs", ["127.0.0.1"]).write(tmp_path, "blobs")
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    server = BlobServer(("127.0.0.1", 0), MisbehavingBlobs)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    host = f"127.0.0.1:{server.server_address[1]}"
+    digest = "sha256:" + hashlib.sha256(BLOB).hexdigest()
+    file = RemoteFile("blob.bin", len(BLOB), digest[7:], f"https://{host}/v2/m/blobs/{digest}")
+    model = ResolvedModel(
+        f"oci://{host}/m:v1", f"oci://{host}/m", digest, f"oci://{host}/m@{digest}", (file,)
+    )
+    settings = SourceSettings(timeout=0.5, retries=0, ca_bundle=registry_ca[1], cache_dir=tmp_path)
+    try:
+        yield server, model, settings
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_registry_that_ignores_range_still_resumes_at_the_offset(
+    blob_server: tuple[BlobServer, ResolvedModel, SourceSettings],
+) -> None:
+    _, model, settings = blob_server
+    assert read(OciSource(settings), model, model.files[0], 5000) == BLOB[5000:]
+
+
+def test_a_body_cut_short_is_a_truncated_download(
+    blob_server: tuple[BlobServer, ResolvedModel, SourceSettings],
+) -> None:
+    server, model, settings = blob_server
+    server.mode = "truncate"
+    with pytest.raises(TruncatedDownload, match=r"blob\.bin"):
+        read(OciSource(settings), model, model.files[0])
+
+
+def test_a_body_that_stalls_times_out(
+    blob_server: tuple[BlobServer, ResolvedModel, SourceSettings],
+) -> None:
+    server, model, settings = blob_server
+    server.mode = "stall"
+    started = time.monotonic()
+    with pytest.raises(SourceTimeout, match=r"blob\.bin"):
+        read(OciSource(settings), model, model.files[0])
+    assert time.monotonic() - started < 1.5
+
+
+# --- references and manifests, without a registry ------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("reference", "parts"),
+    [
+        ("oci://reg.example.com/org/model:v1", ("reg.example.com", "org/model", "v1", None)),
+        ("oci://localhost:5000/model", ("localhost:5000", "model", "latest", None)),
+        (
+            "oci+native://127.0.0.1:5000/a/b@sha256:" + "a" * 64,
+            ("127.0.0.1:5000", "a/b", "latest", "sha256:" + "a" * 64),
+        ),
+        (
+            "oci+fetch://r.io/m:v2@sha256:" + "b" * 64,
+            ("r.io", "m", "v2", "sha256:" + "b" * 64),
+        ),
+    ],
+)
+def test_reference_forms(reference: str, parts: tuple[str, str, str, str | None]) -> None:
+    image = parse_reference(reference)
+    assert (image.registry, image.repository, image.tag, image.digest) == parts
+
+
+@pytest.mark.parametrize(
+    ("reference", "problem"),
+    [
+        ("oci://org/model:v1", "name the registry host first"),
+        ("oci://reg.io/Org/Model:v1", "not a valid OCI repository name"),
+        ("oci://reg.io/model:bad/tag", "not a valid OCI repository name"),
+        ("oci://reg.io/model:-v1", "not a valid OCI tag"),
+        ("oci://reg.io/model@sha512:" + "a" * 128, "is not sha256"),
+        ("oci://reg.io/../model:v1", "not a valid OCI repository name"),
+        ("oci://reg.io/model?x=1", "not a valid OCI repository name"),
+        ("docker://reg.io/model:v1", "not an oci:// reference"),
+    ],
+)
+def test_malformed_references_are_unsupported(reference: str, problem: str) -> None:
+    with pytest.raises(UnsupportedReference, match=problem):
+        parse_reference(reference)
+
+
+def layer(
+    title: str | None, digest: str = "sha256:" + "c" * 64, **extra: object
+) -> dict[str, object]:
+    annotations = {"org.opencontainers.image.title": title} if title else {}
+    return {
+        "mediaType": "application/vnd.oci.image.layer.v1.tar",
+        "digest": digest,
+        "size": 3,
+        "annotations": annotations,
+        **extra,
+    }
+
+
+def manifest(
+    *layers: dict[str, object], media_type: str = "application/vnd.oci.image.manifest.v1+json"
+) -> dict[str, object]:
+    return {"schemaVersion": 2, "mediaType": media_type, "layers": list(layers)}
+
+
+@pytest.mark.parametrize(
+    ("document", "error", "problem"),
+    [
+        (
+            manifest(layer("a"), media_type="application/vnd.example+json"),
+            UnsupportedReference,
+            "not understood",
+        ),
+        (
+            manifest(layer("a"), layer("a", "sha256:" + "d" * 64)),
+            SourceError,
+            "two layers have this title",
+        ),
+        (
+            manifest(layer("a"), layer("a/b", "sha256:" + "d" * 64)),
+            SourceError,
+            "under another file",
+        ),
+        (manifest(layer("a"), layer(None)), SourceError, "layer without"),
+        (manifest(layer("a", "sha512:" + "d" * 128)), SourceError, "is not sha256"),
+        (manifest(layer("a", size=-1)), SourceError, "not a byte count"),
+        (
+            manifest(
+                layer(
+                    "dir",
+                    annotations={
+                        "org.opencontainers.image.title": "dir",
+                        "io.deis.oras.content.unpack": "true",
+                    },
+                )
+            ),
+            UnsupportedReference,
+            "directory packed by oras",
+        ),
+        (manifest(), SourceError, "no layers"),
+        ([], SourceError, "not a JSON object"),
+        ({"manifests": "not-a-list"}, UnsupportedReference, "image index \\(of no manifests"),
+    ],
+)
+def test_manifests_that_are_not_plain_model_artifacts_are_refused(
+    document: object, error: type[Exception], problem: str
+) -> None:
+    with pytest.raises(error, match=problem):
+        files_of_manifest("oci://r.io/m:v1", document, "", "https://r.io/v2/m/blobs/")
