@@ -23,6 +23,7 @@ pytest_plugins = (
     "tests.controlplane.fixtures",
     "tests.servers.hf_hub",
     "tests.servers.https",
+    "tests.servers.loopback",
     "tests.servers.mlflow",
     "tests.servers.registry",
     "tests.servers.s3",

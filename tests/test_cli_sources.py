@@ -177,7 +177,7 @@ def test_source_errors_exit_1_without_traceback(tmp_path: Path, cache: Path) -> 
     assert "Traceback" not in missing.stderr
     big = cli("scan", minilm_dir().as_uri(), "--max-model-size", "10MB", cache=cache)
     assert big.returncode == 1
-    assert "more than the maximum of 10000000 bytes" in big.stderr
+    assert "more than the limit of 10000000 bytes" in big.stderr
     bad_size = cli("resolve", minilm_dir().as_uri(), "--max-model-size", "lots", cache=cache)
     assert bad_size.returncode == 1
     assert "expected a size such as 10GB" in bad_size.stderr

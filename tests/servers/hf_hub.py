@@ -28,19 +28,18 @@ import hmac
 import itertools
 import json
 import os
-import sys
 import threading
 from collections import Counter
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import pytest
 
 from tests.models import minilm_dir
+from tests.servers.loopback import LoopbackServer, QuietHandler, byte_range
 
 TOKEN = "hf_weightgateLocalHubTestToken"
 MINILM = "sentence-transformers/all-MiniLM-L6-v2"
@@ -150,17 +149,16 @@ class LocalHub:
         self._numbers = itertools.count(1)
         self._secret = os.urandom(16)
         self._servers = [_Server(self, "hub"), _Server(self, "cdn")]
-        self.endpoint, self.cdn_url = (f"http://127.0.0.1:{s.server_port}" for s in self._servers)
+        self.endpoint, self.cdn_url = (server.url for server in self._servers)
 
     def start(self) -> None:
         for server in self._servers:
-            threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
+            server.start()
 
     def stop(self) -> None:
         self.stopping.set()
         for server in self._servers:
-            server.shutdown()
-            server.server_close()
+            server.stop()
 
     def create_repo(self, repo_id: str, *, private: bool = False, gated: bool = False) -> HubRepo:
         """An empty repository (its `main` branch appears with the first commit)."""
@@ -252,24 +250,14 @@ class LocalHub:
             self.tampered.clear()
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-
+class _Server(LoopbackServer):
     def __init__(self, hub: LocalHub, role: Literal["hub", "cdn"]) -> None:
-        super().__init__(("127.0.0.1", 0), _Handler)
+        super().__init__(_Handler)
         self.hub, self.role = hub, role
 
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        if not isinstance(sys.exc_info()[1], ConnectionError):  # clients that gave up: expected
-            super().handle_error(request, client_address)
 
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
+class _Handler(QuietHandler):
     server: _Server
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
 
     def do_GET(self) -> None:
         self._handle(body=True)
@@ -358,9 +346,8 @@ class _Handler(BaseHTTPRequestHandler):
         content = hub.tampered.get(file.sha256, file.content)
         size = _size(content)
         start, end, status = 0, size, 200
-        if (ranged := self.headers.get("Range", "")).startswith("bytes="):
-            first, _, last = ranged.removeprefix("bytes=").partition("-")
-            start, end, status = int(first), min(size, int(last) + 1 if last else size), 206
+        if ranged := byte_range(self.headers.get("Range"), size):
+            (start, end), status = ranged, 206
             if start >= size:
                 raise HubError(416, None, f"Range Not Satisfiable (bytes */{size})")
             headers["Content-Range"] = f"bytes {start}-{end - 1}/{size}"

@@ -1,6 +1,6 @@
 """A real TLS file server on 127.0.0.1 for the https:// source and the cache tests.
 
-The standard library serves (``ThreadingHTTPServer`` wrapped in ``ssl``); certificates come
+The standard library serves (:class:`tests.servers.loopback.LoopbackServer`); certificates come
 from :class:`tests.controlplane.pki.CertificateAuthority`. It serves one directory with what
 model downloads rely on: ``HEAD``, ``Range: bytes=N-``, strong ``ETag`` and ``If-Match``. Each
 test may inject faults per file (:class:`Fault`): a status instead of the file, a body cut off
@@ -18,15 +18,12 @@ without faults (for benchmarks against curl): it prints the URL and the CA file'
 from __future__ import annotations
 
 import argparse
-import re
 import shutil
-import socket
 import ssl
 import tempfile
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, BinaryIO
 from urllib.parse import quote, unquote, urlsplit
@@ -34,10 +31,10 @@ from urllib.parse import quote, unquote, urlsplit
 import pytest
 
 from tests.controlplane.pki import CertificateAuthority
+from tests.servers.loopback import LoopbackServer, QuietHandler, byte_range
 from weightgate.sources.base import SourceSettings
 
 CHUNK_BYTES = 1024 * 1024
-_RANGE = re.compile(r"bytes=(\d+)-(\d*)")
 
 
 @dataclass
@@ -106,12 +103,8 @@ def etag_of(path: Path) -> str:
     return f'"{status.st_ino:x}-{status.st_mtime_ns:x}-{status.st_size:x}"'
 
 
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"  # keep-alive, as real file servers do
+class _Handler(QuietHandler):  # the request log is `RecordedRequest`s
     server: _TlsServer
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass  # the request log is `RecordedRequest`s
 
     def do_HEAD(self) -> None:
         self._answer(with_body=False)
@@ -152,13 +145,11 @@ class _Handler(BaseHTTPRequestHandler):
             return self._empty(relative, 412)
         size = path.stat().st_size
         start, end, status = 0, size - 1, 200
-        requested = _RANGE.fullmatch(self.headers.get("Range", ""))
+        requested = byte_range(self.headers.get("Range"), size)
         if requested and not (fault is not None and fault.ignore_range):
-            start = int(requested.group(1))
-            end = min(int(requested.group(2) or size - 1), size - 1)
+            start, end, status = requested[0], requested[1] - 1, 206
             if start >= size:
                 return self._empty(relative, 416, {"Content-Range": f"bytes */{size}"})
-            status = 206
         self._start(relative, status)
         self.send_header("Content-Length", str(end - start + 1))
         if not hide_etag:
@@ -201,31 +192,10 @@ class _Handler(BaseHTTPRequestHandler):
         return status
 
 
-class _TlsServer(ThreadingHTTPServer):
-    """Accepts plain TCP and does the TLS handshake in the connection's own thread."""
-
-    daemon_threads = True  # a stalled handler must not hold up shutdown
-
-    def __init__(self, address: tuple[str, int], context: ssl.SSLContext, state: _State) -> None:
-        super().__init__(address, _Handler)
-        self.context = context
+class _TlsServer(LoopbackServer):
+    def __init__(self, context: ssl.SSLContext, state: _State) -> None:
+        super().__init__(_Handler, context)
         self.state = state
-
-    def finish_request(
-        self, request: socket.socket | tuple[bytes, socket.socket], client_address: Any
-    ) -> None:
-        assert isinstance(request, socket.socket)
-        try:
-            wrapped = self.context.wrap_socket(request, server_side=True)
-        except (ssl.SSLError, OSError):
-            return  # e.g. a client that does not trust our CA: nothing to answer
-        try:
-            super().finish_request(wrapped, client_address)
-        finally:
-            wrapped.close()
-
-    def handle_error(self, request: object, client_address: object) -> None:
-        pass  # clients hang up mid-body on purpose (timeouts, cancelled downloads)
 
 
 class HttpsFileServer:
@@ -242,21 +212,17 @@ class HttpsFileServer:
         )
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.load_cert_chain(cert, key)
-        self._server = _TlsServer(("127.0.0.1", 0), context, self.state)
-        self.base_url = f"https://127.0.0.1:{self._server.server_address[1]}"
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
+        self._server = _TlsServer(context, self.state)
+        self.base_url = self._server.url
 
     def start(self) -> None:
         """Start serving in a background thread."""
-        self._thread.start()
+        self._server.start()
 
     def stop(self) -> None:
         """End stalls, stop serving and close the socket."""
         self.state.released.set()
-        self._server.shutdown()
-        self._server.server_close()
+        self._server.stop()
 
     def settings(self, cache_dir: Path, **changes: Any) -> SourceSettings:
         """Source settings that trust this server, with quick retries (override any field)."""

@@ -9,8 +9,9 @@ secret: SignatureDoesNotMatch, outside the policy: AccessDenied):
   through the environment that :func:`s3_env` sets (boto3's default credential chain).
 * `lister`: s3:ListBucket and s3:GetObject only (no versions), as many IRSA roles are.
 
-Also here: endpoints that misbehave on purpose (never answer, answer 503, cut a body short or
-stall in the middle), small raw-socket servers for the failures moto cannot produce.
+Also here: endpoints that misbehave on purpose (answer 503, cut a body short or stall in the
+middle), small raw-socket servers for the failures moto cannot produce. An endpoint that never
+answers is :func:`tests.servers.loopback.silent_port`.
 """
 
 from __future__ import annotations
@@ -303,13 +304,3 @@ def scripted_endpoint() -> Iterator[Callable[[bytes, bool], ScriptedEndpoint]]:
     yield make
     for endpoint in made:
         endpoint.close()
-
-
-@pytest.fixture
-def silent_endpoint() -> Iterator[str]:
-    """A loopback URL whose port accepts connections (kernel backlog) and never answers."""
-    listener = socket.create_server(("127.0.0.1", 0), backlog=16)
-    try:
-        yield f"http://127.0.0.1:{listener.getsockname()[1]}"
-    finally:
-        listener.close()

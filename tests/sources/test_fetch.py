@@ -34,6 +34,7 @@ from weightgate.sources import (
     RevisionMoved,
     SourceError,
     SourceTimeout,
+    SourceUnavailable,
     TruncatedDownload,
     fetch,
     materialize,
@@ -43,6 +44,7 @@ from weightgate.sources.base import SourceSettings
 from weightgate.sources.fetch import fetch_model
 from weightgate.sources.https import HttpsSource
 
+CHUNK = 1024 * 1024
 DATA = bytes(range(256)) * 4096  # 1 MiB, every offset distinguishable
 DIGEST = hashlib.sha256(DATA).hexdigest()
 
@@ -200,7 +202,9 @@ def test_a_body_truncated_every_time_fails_as_truncated_and_keeps_the_partial(
     url = https_server.put("w.bin", DATA)
     https_server.inject("w.bin", Fault(truncate_after=100_000, times=None))
 
-    with pytest.raises(TruncatedDownload, match=r"after 100000 bytes .*\(after 3 attempts\)"):
+    with pytest.raises(
+        TruncatedDownload, match=r"after 100000 of \d+ bytes .*\(after 3 attempts\)"
+    ):
         fetch(url, https_server.settings(tmp_path, retries=2))
 
     ranges = [r.range for r in https_server.requests("w.bin", "GET")]
@@ -209,11 +213,26 @@ def test_a_body_truncated_every_time_fails_as_truncated_and_keeps_the_partial(
     assert blobs(tmp_path) == []
 
 
-def test_a_stalled_download_times_out_never_shows_its_partial_and_resumes_later(
+def test_a_server_error_on_every_download_is_tried_exactly_retries_plus_one_times(
     https_server: HttpsFileServer, tmp_path: Path
 ) -> None:
     url = https_server.put("w.bin", DATA)
-    https_server.inject("w.bin", Fault(stall_after=400_000, times=None))
+    model = resolve(url, https_server.settings(tmp_path))
+    https_server.inject("w.bin", Fault(status=503, times=None))
+
+    with pytest.raises(SourceUnavailable, match=r"HTTP 503 .*\(after 3 attempts\)"):
+        fetch(model, https_server.settings(tmp_path, retries=2))
+
+    assert [r.status for r in https_server.requests("w.bin", "GET")] == [503] * 3
+
+
+def test_a_stalled_download_times_out_never_shows_its_partial_and_resumes_later(
+    https_server: HttpsFileServer, tmp_path: Path
+) -> None:
+    data = DATA * 4
+    # Sources read 1 MiB at a time: a stall loses only the chunk in flight, never what was had.
+    url = https_server.put("w.bin", data)
+    https_server.inject("w.bin", Fault(stall_after=CHUNK + 400_000, times=None))
     settings = https_server.settings(tmp_path, timeout=0.5, retries=1)
     failures: list[BaseException] = []
 
@@ -233,14 +252,14 @@ def test_a_stalled_download_times_out_never_shows_its_partial_and_resumes_later(
     assert len(failures) == 1
     assert "timed out" in str(failures[0])
     assert "(after 2 attempts)" in str(failures[0])
-    assert list(partials(tmp_path).values()) == [800_000]  # both attempts' bytes, kept
+    assert list(partials(tmp_path).values()) == [2 * CHUNK]  # both attempts' chunks, kept
     https_server.clear_faults("w.bin")
     https_server.release()
 
     resumed = fetch(url, settings)
 
-    assert resumed.files[0].sha256 == DIGEST
-    assert https_server.requests("w.bin", "GET")[-1].range == "bytes=800000-"
+    assert resumed.files[0].sha256 == hashlib.sha256(data).hexdigest()
+    assert https_server.requests("w.bin", "GET")[-1].range == f"bytes={2 * CHUNK}-"
 
 
 def test_an_interrupted_download_is_resumed_by_the_next_fetch(
@@ -414,18 +433,20 @@ def test_a_stream_that_ends_early_is_truncated(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("path", ["../escape", "/etc/passwd", "a//b", "a/./b", ""])
-def test_hostile_paths_are_refused_before_download_and_at_materialize(
+def test_hostile_paths_are_refused_when_listed_and_again_at_materialize(
     tmp_path: Path, path: str
 ) -> None:
     source = ScriptedSource(RemoteFile(path, 3, etag='"1"'), b"abc")
     with pytest.raises(SourceError, match="refusing the file path"):
-        fetch_model(source.resolve("scripted:w"), source, SourceSettings(cache_dir=tmp_path))
+        source.resolve("scripted:w")  # no model with such a path can exist, so none is fetched
 
     blob = tmp_path / "blob"
     blob.write_bytes(b"abc")
-    forged = FetchedModel(source.resolve("scripted:w"), (FetchedFile(path, 3, "00" * 32, blob),))
+    resolved = ScriptedSource(RemoteFile("w.bin", 3, etag='"1"'), b"abc").resolve("scripted:w")
+    forged = FetchedModel(resolved, (FetchedFile(path, 3, "00" * 32, blob),))
     with pytest.raises(SourceError, match="refusing the file path"):
         materialize(forged, tmp_path / "view")
+    assert not (tmp_path / "escape").exists()
 
 
 def test_materialize_copies_when_hard_links_cannot_cross_filesystems(

@@ -19,16 +19,15 @@ from pathlib import Path
 import pytest
 from huggingface_hub import constants, hf_hub_url, snapshot_download
 
-from tests.controlplane.processes import free_port
 from tests.models import minilm_dir
 from tests.servers.hf_hub import MINILM, TOKEN, Fault, LocalHub
+from tests.sources.streams import read, source_settings
 from weightgate.sources import (
     DigestMismatch,
     ModelTooLarge,
     NotFound,
     RevisionMoved,
     SourceError,
-    SourceSettings,
     SourceTimeout,
     SourceUnavailable,
     TruncatedDownload,
@@ -38,8 +37,6 @@ from weightgate.sources import (
     materialize,
 )
 from weightgate.sources.huggingface import HuggingFaceSource, parse_reference
-from weightgate.sources.model import ResolvedModel
-from weightgate.sources.registry import source_for
 
 LFS_ATTRIBUTES = b"*.bin filter=lfs diff=lfs merge=lfs -text\n"
 MINILM_SAFETENSORS_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
@@ -53,11 +50,6 @@ def hub(hf_hub: LocalHub, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> It
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(tmp_path / "hf-home" / "token"))
     yield hf_hub
-
-
-def settings(tmp_path: Path, **overrides: float) -> SourceSettings:
-    values: dict[str, float] = {"timeout": 5.0, "retries": 1, "backoff": 0.01} | overrides
-    return SourceSettings(cache_dir=tmp_path / "cache", **values)  # type: ignore[arg-type]
 
 
 def new_repo(hub: LocalHub, **flags: bool) -> str:
@@ -75,12 +67,6 @@ def commit_model(hub: LocalHub, repo_id: str, seed: int = 1) -> str:
     return hub.commit(repo_id, files | {"weights.bin": weights(seed)})
 
 
-def read(source: HuggingFaceSource, model: ResolvedModel, path: str, offset: int = 0) -> bytes:
-    file = next(file for file in model.files if file.path == path)
-    with source.open(model, file, offset) as chunks:
-        return b"".join(chunks)
-
-
 def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
@@ -96,7 +82,7 @@ def minilm_files() -> dict[str, Path]:
 def test_resolve_pins_the_default_branch_and_lists_minilm_with_its_lfs_sha256(
     hub: LocalHub, tmp_path: Path
 ) -> None:
-    model = HuggingFaceSource(settings(tmp_path)).resolve(f"hf://{MINILM}")
+    model = HuggingFaceSource(source_settings(tmp_path)).resolve(f"hf://{MINILM}")
 
     head = hub.repos[MINILM].refs["main"]
     assert model.revision == head and len(head) == 40
@@ -119,7 +105,7 @@ def test_branch_tag_commit_and_kserve_forms_pin_the_same_commit(
     hub.set_ref(repo, "v1.0", first)
     hub.set_ref(repo, "feature/x", first)
     second = commit_model(hub, repo, seed=2)
-    source = HuggingFaceSource(settings(tmp_path))
+    source = HuggingFaceSource(source_settings(tmp_path))
 
     for reference in (
         f"hf://{repo}@v1.0",
@@ -151,10 +137,6 @@ def test_unsupported_reference_forms_are_refused(reference: str) -> None:
         parse_reference(reference)
 
 
-def test_the_registry_routes_hf_references_to_this_source(hub: LocalHub, tmp_path: Path) -> None:
-    assert isinstance(source_for(f"hf://{MINILM}", settings(tmp_path)), HuggingFaceSource)
-
-
 def test_a_model_over_the_size_limit_is_refused_before_any_download(
     hub: LocalHub, tmp_path: Path
 ) -> None:
@@ -162,7 +144,7 @@ def test_a_model_over_the_size_limit_is_refused_before_any_download(
     commit_model(hub, repo)
 
     with pytest.raises(ModelTooLarge, match="nothing was downloaded"):
-        fetch(f"hf://{repo}", settings(tmp_path, max_model_bytes=1024))
+        fetch(f"hf://{repo}", source_settings(tmp_path, max_model_bytes=1024))
     assert hub.downloads(repo, "weights.bin") == hub.downloads(repo, "config.json") == 0
 
 
@@ -175,8 +157,8 @@ def test_hostile_file_names_from_the_hub_are_refused_and_nothing_is_written(
     repo = new_repo(hub)
     hub.commit(repo, {"config.json": b"{}", name: b"payload"})
 
-    with pytest.raises(SourceError, match="unsafe file name"):
-        fetch(f"hf://{repo}", settings(tmp_path))
+    with pytest.raises(SourceError, match="refusing the file path"):
+        fetch(f"hf://{repo}", source_settings(tmp_path))
     assert hub.downloads(repo, "config.json") == 0
     assert not (tmp_path / "cache").exists()
     assert not (tmp_path / "escape.bin").exists() and not (tmp_path / "up.bin").exists()
@@ -190,7 +172,7 @@ def test_a_moved_branch_does_not_change_what_the_pinned_model_streams(
 ) -> None:
     repo = new_repo(hub)
     old = commit_model(hub, repo, seed=1)
-    source = HuggingFaceSource(settings(tmp_path))
+    source = HuggingFaceSource(source_settings(tmp_path))
     model = source.resolve(f"hf://{repo}")
 
     new = commit_model(hub, repo, seed=2)
@@ -206,7 +188,7 @@ def test_streams_resume_from_an_offset_through_the_cdn_and_from_the_hub(
 ) -> None:
     repo = new_repo(hub)
     commit_model(hub, repo, seed=3)
-    source = HuggingFaceSource(settings(tmp_path))
+    source = HuggingFaceSource(source_settings(tmp_path))
     model = source.resolve(f"hf://{repo}")
 
     assert read(source, model, "weights.bin", offset=1_000_003) == weights(3)[1_000_003:]
@@ -217,7 +199,7 @@ def test_streams_resume_from_an_offset_through_the_cdn_and_from_the_hub(
 def test_fetch_minilm_end_to_end_every_file_matches_the_original(
     hub: LocalHub, tmp_path: Path
 ) -> None:
-    fetched = fetch(f"hf://{MINILM}", settings(tmp_path))
+    fetched = fetch(f"hf://{MINILM}", source_settings(tmp_path))
 
     assert fetched.revision == hub.repos[MINILM].refs["main"]
     originals = minilm_files()
@@ -239,7 +221,7 @@ def test_a_tampered_lfs_file_is_a_digest_mismatch_and_never_enters_the_cache(
     hub.tamper(repo, "weights.bin", bytes(tampered))
 
     with pytest.raises(DigestMismatch, match=sha256(weights(4))):
-        fetch(f"hf://{repo}", settings(tmp_path))
+        fetch(f"hf://{repo}", source_settings(tmp_path))
     assert not (tmp_path / "cache" / "blobs" / "sha256" / sha256(bytes(tampered))).exists()
 
 
@@ -247,7 +229,7 @@ def test_a_tampered_regular_file_fails_its_git_blob_id(hub: LocalHub, tmp_path: 
     repo = new_repo(hub)
     commit_model(hub, repo, seed=5)
     hub.tamper(repo, "config.json", b'{"seed": 6}')
-    source = HuggingFaceSource(settings(tmp_path))
+    source = HuggingFaceSource(source_settings(tmp_path))
     model = source.resolve(f"hf://{repo}")
 
     with pytest.raises(DigestMismatch, match="git blob id"):
@@ -259,7 +241,7 @@ def test_a_file_the_hub_serves_with_another_etag_than_resolved_is_a_moved_revisi
 ) -> None:
     repo = new_repo(hub)
     commit_model(hub, repo)
-    source = HuggingFaceSource(settings(tmp_path))
+    source = HuggingFaceSource(source_settings(tmp_path))
     model = source.resolve(f"hf://{repo}")
     resolved = next(file for file in model.files if file.path == "weights.bin")
     stale = dataclasses.replace(resolved, etag=sha256(b"what was listed before"))
@@ -278,10 +260,10 @@ def test_a_private_repo_needs_hf_token_and_works_with_it(
     commit_model(hub, repo, seed=7)
 
     with pytest.raises(Unauthorized, match="set HF_TOKEN"):
-        HuggingFaceSource(settings(tmp_path)).resolve(f"hf://{repo}")
+        HuggingFaceSource(source_settings(tmp_path)).resolve(f"hf://{repo}")
 
     monkeypatch.setenv("HF_TOKEN", TOKEN)
-    fetched = fetch(f"hf://{repo}", settings(tmp_path))
+    fetched = fetch(f"hf://{repo}", source_settings(tmp_path))
     assert {f.path: f.sha256 for f in fetched.files}["weights.bin"] == sha256(weights(7))
 
 
@@ -292,7 +274,7 @@ def test_the_token_file_of_huggingface_hub_is_used(hub: LocalHub, tmp_path: Path
     token_file.parent.mkdir(parents=True)
     token_file.write_text(TOKEN)
 
-    assert HuggingFaceSource(settings(tmp_path)).resolve(f"hf://{repo}").revision
+    assert HuggingFaceSource(source_settings(tmp_path)).resolve(f"hf://{repo}").revision
 
 
 def test_a_token_the_hub_refuses_is_unauthorized(
@@ -301,7 +283,7 @@ def test_a_token_the_hub_refuses_is_unauthorized(
     monkeypatch.setenv("HF_TOKEN", "hf_notavalidtoken")
 
     with pytest.raises(Unauthorized, match="refused HF_TOKEN"):
-        HuggingFaceSource(settings(tmp_path)).resolve(f"hf://{MINILM}")
+        HuggingFaceSource(source_settings(tmp_path)).resolve(f"hf://{MINILM}")
 
 
 def test_a_gated_repo_lists_its_files_but_downloads_need_accepted_conditions(
@@ -310,7 +292,7 @@ def test_a_gated_repo_lists_its_files_but_downloads_need_accepted_conditions(
     repo = new_repo(hub, gated=True)
     commit_model(hub, repo)
     monkeypatch.setenv("HF_TOKEN", TOKEN)
-    source = HuggingFaceSource(settings(tmp_path))
+    source = HuggingFaceSource(source_settings(tmp_path))
     model = source.resolve(f"hf://{repo}")
 
     with pytest.raises(Unauthorized, match=r"gated: accept its conditions.*HF_TOKEN"):
@@ -328,7 +310,7 @@ def test_missing_repo_revision_and_file_are_not_found(
     repo = new_repo(hub)
     sha = commit_model(hub, repo)
     monkeypatch.setenv("HF_TOKEN", TOKEN)  # with a token the hub says 404, not 401
-    source = HuggingFaceSource(settings(tmp_path))
+    source = HuggingFaceSource(source_settings(tmp_path))
 
     with pytest.raises(NotFound, match="no such repository"):
         source.resolve("hf://test-org/no-such-model")
@@ -348,7 +330,7 @@ def test_an_anonymous_request_for_a_missing_repo_says_it_may_be_private(
     hub: LocalHub, tmp_path: Path
 ) -> None:
     with pytest.raises(Unauthorized, match="does not exist, or it is private or gated"):
-        HuggingFaceSource(settings(tmp_path)).resolve("hf://test-org/no-such-model")
+        HuggingFaceSource(source_settings(tmp_path)).resolve("hf://test-org/no-such-model")
 
 
 # --- failures on the wire ----------------------------------------------------------------------
@@ -362,22 +344,36 @@ def test_server_errors_are_retried_then_the_source_is_unavailable(
     fault = hub.inject(Fault("status", match=f"/api/models/{repo}", times=100, status=503))
 
     with pytest.raises(SourceUnavailable, match=r"HTTP 503.*after 3 attempts"):
-        HuggingFaceSource(settings(tmp_path, retries=2)).resolve(f"hf://{repo}")
+        HuggingFaceSource(source_settings(tmp_path, retries=2)).resolve(f"hf://{repo}")
     assert fault.served == 3
 
 
-def test_a_passing_server_error_is_retried_for_resolve_and_for_open(
+def test_a_passing_server_error_is_retried_by_resolve_and_by_the_fetcher(
     hub: LocalHub, tmp_path: Path
 ) -> None:
     repo = new_repo(hub)
     commit_model(hub, repo, seed=8)
-    source = HuggingFaceSource(settings(tmp_path, retries=2))
     api_fault = hub.inject(Fault("status", match=f"/api/models/{repo}", times=2, status=502))
-    model = source.resolve(f"hf://{repo}")
-    download_fault = hub.inject(Fault("status", match="/resolve/", times=1, status=500))
+    model = HuggingFaceSource(source_settings(tmp_path, retries=2)).resolve(f"hf://{repo}")
+    download_fault = hub.inject(Fault("status", match="/weights.bin", times=1, status=500))
 
-    assert read(source, model, "weights.bin") == weights(8)
+    fetched = fetch(model, source_settings(tmp_path, retries=2))
+
+    assert {f.path: f.sha256 for f in fetched.files}["weights.bin"] == sha256(weights(8))
     assert (api_fault.served, download_fault.served) == (2, 1)
+
+
+def test_a_download_failing_every_time_is_tried_once_per_attempt_not_per_layer(
+    hub: LocalHub, tmp_path: Path
+) -> None:
+    repo = new_repo(hub)
+    commit_model(hub, repo, seed=10)
+    model = HuggingFaceSource(source_settings(tmp_path)).resolve(f"hf://{repo}")
+    fault = hub.inject(Fault("status", match="/weights.bin", times=100, status=503))
+
+    with pytest.raises(SourceUnavailable, match=r"HTTP 503.*after 3 attempts"):
+        fetch(model, source_settings(tmp_path, retries=2))
+    assert fault.served == 3  # the fetcher's retries + 1: open itself never retries
 
 
 def test_a_hub_that_does_not_answer_times_out_after_every_retry(
@@ -389,7 +385,7 @@ def test_a_hub_that_does_not_answer_times_out_after_every_retry(
     started = time.monotonic()
 
     with pytest.raises(SourceTimeout, match=r"no answer within 0.2 s.*after 2 attempts"):
-        HuggingFaceSource(settings(tmp_path, timeout=0.2)).resolve(f"hf://{repo}")
+        HuggingFaceSource(source_settings(tmp_path, timeout=0.2)).resolve(f"hf://{repo}")
     assert fault.served == 2 and time.monotonic() - started < 3
 
 
@@ -398,7 +394,7 @@ def test_a_body_that_stalls_is_a_timeout_and_one_cut_short_is_truncated(
 ) -> None:
     repo = new_repo(hub)
     commit_model(hub, repo)
-    source = HuggingFaceSource(settings(tmp_path, timeout=0.3))
+    source = HuggingFaceSource(source_settings(tmp_path, timeout=0.3))
     model = source.resolve(f"hf://{repo}")
 
     hub.inject(Fault("stall-body", match="/lfs/", seconds=5))
@@ -414,21 +410,21 @@ def test_fetch_resumes_a_cut_download_with_a_range_request(hub: LocalHub, tmp_pa
     commit_model(hub, repo, seed=9)
     fault = hub.inject(Fault("truncate", match="/lfs/"))
 
-    fetched = fetch(f"hf://{repo}", settings(tmp_path))
+    fetched = fetch(f"hf://{repo}", source_settings(tmp_path))
 
     assert {f.path: f.sha256 for f in fetched.files}["weights.bin"] == sha256(weights(9))
     assert fault.served == 1 and hub.downloads(repo, "weights.bin") == 2
 
 
 def test_hf_endpoint_is_read_when_the_source_is_constructed(
-    hub: LocalHub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    hub: LocalHub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, refused_port: int
 ) -> None:
-    source = HuggingFaceSource(settings(tmp_path))
-    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{free_port()}")  # nothing listens
+    source = HuggingFaceSource(source_settings(tmp_path))
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{refused_port}")
 
     assert source.resolve(f"hf://{MINILM}").revision
     with pytest.raises(SourceUnavailable, match="ConnectError"):
-        HuggingFaceSource(settings(tmp_path, retries=0)).resolve(f"hf://{MINILM}")
+        HuggingFaceSource(source_settings(tmp_path, retries=0)).resolve(f"hf://{MINILM}")
 
 
 # --- the server itself ---------------------------------------------------------------------------

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.sources.streams import read
 from weightgate import sources
 from weightgate.sources.base import SourceSettings
 from weightgate.sources.errors import (
@@ -17,14 +18,6 @@ from weightgate.sources.errors import (
     UnsupportedReference,
 )
 from weightgate.sources.local import LocalSource
-from weightgate.sources.model import ResolvedModel
-from weightgate.sources.registry import source_for
-
-
-def read_all(source: LocalSource, model: ResolvedModel, path: str, offset: int = 0) -> bytes:
-    file = next(f for f in model.files if f.path == path)
-    with source.open(model, file, offset) as chunks:
-        return b"".join(chunks)
 
 
 @pytest.fixture
@@ -42,12 +35,6 @@ def local() -> LocalSource:
     return LocalSource(SourceSettings())
 
 
-def test_registry_routes_file_and_pvc_to_local_source() -> None:
-    assert isinstance(source_for("file:///x", SourceSettings()), LocalSource)
-    assert isinstance(source_for("pvc://claim/x", SourceSettings()), LocalSource)
-    assert LocalSource.schemes == ("file", "pvc")
-
-
 def test_directory_lists_regular_files_sorted_with_posix_paths(
     local: LocalSource, model_dir: Path
 ) -> None:
@@ -60,13 +47,13 @@ def test_directory_lists_regular_files_sorted_with_posix_paths(
     ]
     assert model.revision is None  # the content digest names it
     assert model.lineage == model.pinned == model.reference == reference
-    assert read_all(local, model, "tokenizer/vocab.txt") == b"hello\nworld\n"
+    assert read(local, model, "tokenizer/vocab.txt") == b"hello\nworld\n"
 
 
 def test_single_file_and_reading_from_an_offset(local: LocalSource, model_dir: Path) -> None:
     model = local.resolve(f"file://{model_dir / 'weights.bin'}")
     assert [(f.path, f.size) for f in model.files] == [("weights.bin", 3000)]
-    assert read_all(local, model, "weights.bin", offset=2990) == b"w" * 10
+    assert read(local, model, "weights.bin", offset=2990) == b"w" * 10
 
 
 def test_percent_encoded_and_localhost_file_uris(local: LocalSource, tmp_path: Path) -> None:
@@ -100,7 +87,7 @@ def test_symlinks_inside_the_root_are_followed(local: LocalSource, model_dir: Pa
     sizes = {f.path: f.size for f in model.files}
     assert sizes["alias.bin"] == 3000
     assert sizes["tok/vocab.txt"] == 12
-    assert read_all(local, model, "alias.bin") == b"w" * 3000
+    assert read(local, model, "alias.bin") == b"w" * 3000
 
 
 def test_symlink_escaping_the_root_is_refused(
@@ -140,7 +127,7 @@ def test_missing_path_and_empty_directory_are_not_found(local: LocalSource, tmp_
 
 def test_model_bigger_than_the_limit_is_refused_at_resolve(model_dir: Path) -> None:
     small = LocalSource(SourceSettings(max_model_bytes=1000))
-    with pytest.raises(ModelTooLarge, match="3020 bytes in 3 files, more than the maximum of 1000"):
+    with pytest.raises(ModelTooLarge, match="3020 bytes in 3 files is more than the limit of 1000"):
         small.resolve(f"file://{model_dir}")
 
 
@@ -150,7 +137,7 @@ def test_size_change_after_resolve_is_a_moved_revision(local: LocalSource, model
     with pytest.raises(
         RevisionMoved, match=r"config.json: changed since it was resolved \(8 bytes"
     ):
-        read_all(local, model, "config.json")
+        read(local, model, "config.json")
 
 
 def test_same_size_rewrite_and_swapped_symlink_are_moved_revisions(
@@ -160,15 +147,15 @@ def test_same_size_rewrite_and_swapped_symlink_are_moved_revisions(
     weights = model_dir / "weights.bin"
     os.utime(weights, ns=(0, 12345))  # same size, different modification time
     with pytest.raises(RevisionMoved, match="modified since it was resolved"):
-        read_all(local, model, "weights.bin")
+        read(local, model, "weights.bin")
     (tmp_path / "other").write_bytes(b"{}")
     (model_dir / "config.json").unlink()
     (model_dir / "config.json").symlink_to(tmp_path / "other")
     with pytest.raises(RevisionMoved, match="replaced by a symlink"):
-        read_all(local, model, "config.json")
+        read(local, model, "config.json")
     (model_dir / "tokenizer" / "vocab.txt").unlink()
     with pytest.raises(RevisionMoved, match="removed since it was resolved"):
-        read_all(local, model, "tokenizer/vocab.txt")
+        read(local, model, "tokenizer/vocab.txt")
 
 
 def test_pvc_resolves_under_the_pvc_root(
@@ -182,7 +169,7 @@ def test_pvc_resolves_under_the_pvc_root(
     model = local.resolve("pvc://models-claim/bert")
     assert [f.path for f in model.files] == ["config.json", "tokenizer/vocab.txt", "weights.bin"]
     assert model.lineage == model.pinned == "pvc://models-claim/bert"
-    assert read_all(local, model, "config.json") == b'{"a": 1}'
+    assert read(local, model, "config.json") == b'{"a": 1}'
     whole = local.resolve("pvc://models-claim")
     assert whole.files[0].path == "bert/config.json"
     with pytest.raises(UnsupportedReference, match=r"'\.\.' are not allowed"):

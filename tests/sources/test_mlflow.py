@@ -1,17 +1,18 @@
-"""MlflowSource (REST over httpx) against a real `mlflow server` on loopback."""
+"""MlflowSource (REST over requests) against a real `mlflow server` on loopback."""
 
 from __future__ import annotations
 
 import hashlib
 import re
-import socket
 import time
 from pathlib import Path
 
 import pytest
+from urllib3.exceptions import InsecureRequestWarning
 
 from tests.models import minilm_dir
 from tests.servers.mlflow import Content, Gateway, MlflowServer
+from tests.sources.streams import by_path, read, source_settings
 from weightgate.sources import (
     ModelTooLarge,
     NotFound,
@@ -24,9 +25,8 @@ from weightgate.sources import (
     UnsupportedReference,
     fetch,
 )
-from weightgate.sources.mlflow import MlflowSource, ModelSelector, parse_reference
-from weightgate.sources.model import RemoteFile, ResolvedModel
-from weightgate.sources.registry import source_for
+from weightgate.sources.mlflow import MlflowSource
+from weightgate.sources.mlflow_server import ModelSelector, parse_reference
 
 MLFLOW_VARIABLES = (
     "MLFLOW_TRACKING_URI",
@@ -71,22 +71,8 @@ def minilm(mlflow_server: MlflowServer) -> str:
     return name
 
 
-def settings(tmp_path: Path, **overrides: float) -> SourceSettings:
-    values = {"timeout": 10.0, "retries": 1, "backoff": 0.01, **overrides}
-    return SourceSettings(cache_dir=tmp_path / "cache", **values)  # type: ignore[arg-type]
-
-
 def source(tmp_path: Path, **overrides: float) -> MlflowSource:
-    return MlflowSource(settings(tmp_path, **overrides))
-
-
-def read(source: MlflowSource, model: ResolvedModel, file: RemoteFile, offset: int = 0) -> bytes:
-    with source.open(model, file, offset) as chunks:
-        return b"".join(chunks)
-
-
-def by_path(model: ResolvedModel) -> dict[str, RemoteFile]:
-    return {file.path: file for file in model.files}
+    return MlflowSource(source_settings(tmp_path, **overrides))
 
 
 def content(value: Content) -> bytes:
@@ -104,10 +90,6 @@ def test_references_parse_as_mlflow_reads_them() -> None:
     for bad in ("models:/fraud/Production", "models:/m-0123", "models://x/fraud/1", "models:/"):
         with pytest.raises(UnsupportedReference):
             parse_reference(bad)
-
-
-def test_the_registry_routes_models_references_here(tmp_path: Path) -> None:
-    assert isinstance(source_for("models:/fraud/1", settings(tmp_path)), MlflowSource)
 
 
 # --- resolve --------------------------------------------------------------------------------
@@ -221,7 +203,7 @@ def test_an_artifact_overwritten_after_resolve_is_revision_moved(
     weights = by_path(resolved)["data/weights.bin"]
     version = mlflow_server.call("GET", f"model-versions/get?name={name}&version=1")
     mlflow_server.upload(version["model_version"]["source"], {"data/weights.bin": b"evil"})
-    with pytest.raises(RevisionMoved, match="overwritten"):
+    with pytest.raises(RevisionMoved, match="changed since it was resolved"):
         read(mlflow, resolved, weights)
     with pytest.raises(RevisionMoved):
         read(mlflow, resolved, weights, 1)
@@ -255,12 +237,9 @@ def test_without_a_tracking_uri_the_error_says_what_to_set(
 
 
 def test_an_unreachable_tracking_server_fails_quickly(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, refused_port: int
 ) -> None:
-    with socket.socket() as closed:
-        closed.bind(("127.0.0.1", 0))
-        port = closed.getsockname()[1]
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{port}")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{refused_port}")
     started = time.monotonic()
     with pytest.raises(SourceUnavailable, match="after 2 attempts"):
         source(tmp_path, timeout=0.5).resolve("models:/fraud/1")
@@ -268,16 +247,13 @@ def test_an_unreachable_tracking_server_fails_quickly(
 
 
 def test_a_silent_tracking_server_times_out(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, silent_port: int
 ) -> None:
-    with socket.socket() as silent:  # accepts connections (the backlog) and never answers
-        silent.bind(("127.0.0.1", 0))
-        silent.listen(8)
-        monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{silent.getsockname()[1]}")
-        started = time.monotonic()
-        with pytest.raises(SourceTimeout, match="models:/fraud/1"):
-            source(tmp_path, timeout=0.2).resolve("models:/fraud/1")
-        assert time.monotonic() - started < 5
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{silent_port}")
+    started = time.monotonic()
+    with pytest.raises(SourceTimeout, match="models:/fraud/1"):
+        source(tmp_path, timeout=0.2).resolve("models:/fraud/1")
+    assert time.monotonic() - started < 5
 
 
 def test_server_errors_are_retried_then_unavailable(
@@ -333,7 +309,8 @@ def test_tls_trust_comes_from_mlflow_variables_or_the_settings(
     with pytest.raises(SourceError, match="mutually exclusive"):
         source(tmp_path).resolve(reference)
     monkeypatch.delenv("MLFLOW_TRACKING_SERVER_CERT_PATH")
-    assert source(tmp_path).resolve(reference).pinned == reference
+    with pytest.warns(InsecureRequestWarning):  # urllib3 says so, as for MLflow's own client
+        assert source(tmp_path).resolve(reference).pinned == reference
 
 
 @pytest.mark.parametrize("hostile", ["../../etc/passwd", "/etc/passwd", "a//b", "..", ""])
@@ -347,7 +324,7 @@ def test_hostile_listed_paths_are_refused(
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_gateway.url)
     listing = {"files": [{"path": hostile, "is_dir": False, "file_size": 1}]}
     mlflow_gateway.replies["/api/2.0/mlflow-artifacts/artifacts"] = listing
-    with pytest.raises(SourceError, match="unsafe path"):
+    with pytest.raises(SourceError, match="refusing the file path"):
         source(tmp_path).resolve(f"models:/{tiny}/1")
 
 
@@ -355,7 +332,7 @@ def test_hostile_listed_paths_are_refused(
 
 
 def test_fetch_minilm_by_alias_verifies_every_file(tmp_path: Path, minilm: str) -> None:
-    fetched = fetch(f"models:/{minilm}@prod", settings(tmp_path))
+    fetched = fetch(f"models:/{minilm}@prod", source_settings(tmp_path))
     assert fetched.revision == f"models:/{minilm}/2"
     for file in fetched.files:
         original = (minilm_dir() / file.path).read_bytes()

@@ -5,23 +5,19 @@ from __future__ import annotations
 import base64
 import gzip
 import hashlib
-import http.server
 import io
 import json
 import os
-import socket
-import ssl
 import tarfile
-import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.controlplane.pki import CertificateAuthority
 from tests.models import minilm_dir
+from tests.servers.https import Fault, HttpsFileServer
 from tests.servers.registry import PASSWORD, USERNAME, OciRegistry, TokenServer
+from tests.sources.streams import read
 from weightgate.sources import fetch
 from weightgate.sources.base import SourceSettings
 from weightgate.sources.errors import (
@@ -36,10 +32,10 @@ from weightgate.sources.errors import (
     UnsupportedReference,
 )
 from weightgate.sources.model import RemoteFile, ResolvedModel
-from weightgate.sources.oci import (
+from weightgate.sources.oci import OciSource
+from weightgate.sources.oci_manifest import (
     OCI_INDEX,
     OCI_MANIFEST,
-    OciSource,
     files_of_manifest,
     parse_reference,
 )
@@ -55,11 +51,6 @@ MINILM_FILES = {
 
 def sha256_of(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def read(source: OciSource, model: ResolvedModel, file: RemoteFile, offset: int = 0) -> bytes:
-    with source.open(model, file, offset) as chunks:
-        return b"".join(chunks)
 
 
 def unique_file(directory: Path, name: str, size: int = 4096) -> Path:
@@ -233,7 +224,7 @@ def test_an_unsafe_layer_title_refuses_the_artifact(
 ) -> None:
     layer = unique_file(tmp_path, "layer.bin", 16)
     oci_registry.push("models/hostile:v1", [layer], titles={layer: title})
-    with pytest.raises(SourceError, match="not a safe relative path"):
+    with pytest.raises(SourceError, match="refusing the file path"):
         source.resolve(f"oci://{oci_registry.host}/models/hostile:v1")
 
 
@@ -241,7 +232,7 @@ def test_a_model_over_the_size_limit_is_refused_before_download(
     minilm: tuple[str, str], settings: SourceSettings
 ) -> None:
     small = SourceSettings(**{**settings.__dict__, "max_model_bytes": 10_000_000})
-    with pytest.raises(ModelTooLarge, match="over the limit of 10000000 bytes"):
+    with pytest.raises(ModelTooLarge, match="more than the limit of 10000000 bytes"):
         OciSource(small).resolve(minilm[0])
 
 
@@ -424,15 +415,6 @@ def test_without_credentials_the_token_service_refuses_and_the_error_says_what_t
 # --- a registry that does not answer ---------------------------------------------------------
 
 
-@pytest.fixture
-def silent_port() -> Iterator[int]:
-    """A port that accepts connections (the kernel's backlog) and never says anything."""
-    with socket.socket() as listener:
-        listener.bind(("127.0.0.1", 0))
-        listener.listen(8)
-        yield listener.getsockname()[1]
-
-
 def test_a_registry_that_never_answers_times_out_quickly(silent_port: int, tmp_path: Path) -> None:
     source = OciSource(SourceSettings(timeout=0.2, retries=1, backoff=0.01, cache_dir=tmp_path))
     started = time.monotonic()
@@ -441,97 +423,62 @@ def test_a_registry_that_never_answers_times_out_quickly(silent_port: int, tmp_p
     assert time.monotonic() - started < 3
 
 
-def test_a_closed_port_is_unavailable_quickly(tmp_path: Path) -> None:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]  # bound, never listening: connections are refused
-        source = OciSource(SourceSettings(timeout=0.2, retries=1, backoff=0.01, cache_dir=tmp_path))
-        started = time.monotonic()
-        with pytest.raises(SourceUnavailable, match=f"127.0.0.1:{port}"):
-            source.resolve(f"oci://127.0.0.1:{port}/models/minilm:v1")
+def test_a_closed_port_is_unavailable_quickly(refused_port: int, tmp_path: Path) -> None:
+    source = OciSource(SourceSettings(timeout=0.2, retries=1, backoff=0.01, cache_dir=tmp_path))
+    started = time.monotonic()
+    with pytest.raises(SourceUnavailable, match=f"127.0.0.1:{refused_port}"):
+        source.resolve(f"oci://127.0.0.1:{refused_port}/models/minilm:v1")
     assert time.monotonic() - started < 3
 
 
-# --- a blob server that misbehaves (a boundary fake: the registry itself never does) -------
+# --- blobs served by a server that misbehaves (a boundary fake: the registry never does) ---
 
 BLOB = bytes(range(256)) * 64
 
 
-class BlobServer(http.server.ThreadingHTTPServer):
-    daemon_threads = True
-    mode = ""  # "", "truncate" or "stall"
-
-
-class MisbehavingBlobs(http.server.BaseHTTPRequestHandler):
-    """Serves BLOB for any path, as `server.mode` says: ignoring Range, cut short, or stalled."""
-
-    server: BlobServer
-
-    def do_GET(self) -> None:
-        mode = self.server.mode
-        self.send_response(200)  # Range ignored in every mode
-        self.send_header("Content-Length", str(len(BLOB)))
-        self.end_headers()
-        if mode == "stall":
-            self.wfile.write(BLOB[:1000])
-            self.wfile.flush()
-            time.sleep(2)
-        self.wfile.write(BLOB[: len(BLOB) // 2] if mode == "truncate" else BLOB)
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass
-
-
 @pytest.fixture
-def blob_server(
-    registry_ca: tuple[CertificateAuthority, Path], tmp_path: Path
-) -> Iterator[tuple[BlobServer, ResolvedModel, SourceSettings]]:
-    cert, key = registry_ca[0].issue_server("blobs", ["127.0.0.1"]).write(tmp_path, "blobs")
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(cert, key)
-    server = BlobServer(("127.0.0.1", 0), MisbehavingBlobs)
-    server.socket = context.wrap_socket(server.socket, server_side=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    host = f"127.0.0.1:{server.server_address[1]}"
+def blob(https_server: HttpsFileServer, tmp_path: Path) -> tuple[ResolvedModel, SourceSettings]:
+    """BLOB at its blob URL on the TLS file server (which injects the faults), as resolved."""
     digest = "sha256:" + hashlib.sha256(BLOB).hexdigest()
-    file = RemoteFile("blob.bin", len(BLOB), digest[7:], f"https://{host}/v2/m/blobs/{digest}")
+    host = https_server.base_url.removeprefix("https://")
+    url = https_server.put(f"v2/m/blobs/{digest}", BLOB)
+    file = RemoteFile("blob.bin", len(BLOB), digest[7:], url)
     model = ResolvedModel(
         f"oci://{host}/m:v1", f"oci://{host}/m", digest, f"oci://{host}/m@{digest}", (file,)
     )
-    settings = SourceSettings(timeout=0.5, retries=0, ca_bundle=registry_ca[1], cache_dir=tmp_path)
-    try:
-        yield server, model, settings
-    finally:
-        server.shutdown()
-        server.server_close()
+    return model, https_server.settings(tmp_path, timeout=0.5, retries=0)
 
 
 def test_a_registry_that_ignores_range_still_resumes_at_the_offset(
-    blob_server: tuple[BlobServer, ResolvedModel, SourceSettings],
+    https_server: HttpsFileServer, blob: tuple[ResolvedModel, SourceSettings]
 ) -> None:
-    _, model, settings = blob_server
+    model, settings = blob
+    https_server.inject(blob_path(model), Fault(ignore_range=True))
     assert read(OciSource(settings), model, model.files[0], 5000) == BLOB[5000:]
 
 
 def test_a_body_cut_short_is_a_truncated_download(
-    blob_server: tuple[BlobServer, ResolvedModel, SourceSettings],
+    https_server: HttpsFileServer, blob: tuple[ResolvedModel, SourceSettings]
 ) -> None:
-    server, model, settings = blob_server
-    server.mode = "truncate"
+    model, settings = blob
+    https_server.inject(blob_path(model), Fault(truncate_after=len(BLOB) // 2))
     with pytest.raises(TruncatedDownload, match=r"blob\.bin"):
         read(OciSource(settings), model, model.files[0])
 
 
 def test_a_body_that_stalls_times_out(
-    blob_server: tuple[BlobServer, ResolvedModel, SourceSettings],
+    https_server: HttpsFileServer, blob: tuple[ResolvedModel, SourceSettings]
 ) -> None:
-    server, model, settings = blob_server
-    server.mode = "stall"
+    model, settings = blob
+    https_server.inject(blob_path(model), Fault(stall_after=1000))
     started = time.monotonic()
     with pytest.raises(SourceTimeout, match=r"blob\.bin"):
         read(OciSource(settings), model, model.files[0])
     assert time.monotonic() - started < 1.5
+
+
+def blob_path(model: ResolvedModel) -> str:
+    return f"v2/m/blobs/sha256:{model.files[0].sha256}"
 
 
 # --- references and manifests, without a registry ------------------------------------------
@@ -605,12 +552,12 @@ def manifest(
         (
             manifest(layer("a"), layer("a", "sha256:" + "d" * 64)),
             SourceError,
-            "two layers have this title",
+            "listed twice",
         ),
         (
             manifest(layer("a"), layer("a/b", "sha256:" + "d" * 64)),
             SourceError,
-            "under another file",
+            "both a file and the directory",
         ),
         (manifest(layer("a"), layer(None)), SourceError, "layer without"),
         (manifest(layer("a", "sha512:" + "d" * 128)), SourceError, "is not sha256"),
@@ -636,5 +583,7 @@ def manifest(
 def test_manifests_that_are_not_plain_model_artifacts_are_refused(
     document: object, error: type[Exception], problem: str
 ) -> None:
-    with pytest.raises(error, match=problem):
-        files_of_manifest("oci://r.io/m:v1", document, "", "https://r.io/v2/m/blobs/")
+    reference = "oci://r.io/m:v1"
+    with pytest.raises(error, match=problem):  # a file list is checked as a whole by the model
+        files = files_of_manifest(reference, document, "", "https://r.io/v2/m/blobs/")
+        ResolvedModel(reference, "oci://r.io/m", None, reference, files)

@@ -19,13 +19,13 @@ from tests.servers.s3 import (
     http_response,
     isolate_aws_environment,
 )
+from tests.sources.streams import by_path, read, source_settings
 from weightgate.sources import (
     DigestMismatch,
     ModelTooLarge,
     NotFound,
     RevisionMoved,
     SourceError,
-    SourceSettings,
     SourceTimeout,
     SourceUnavailable,
     TruncatedDownload,
@@ -34,23 +34,7 @@ from weightgate.sources import (
     fetch,
 )
 from weightgate.sources.model import RemoteFile, ResolvedModel
-from weightgate.sources.registry import source_for
 from weightgate.sources.s3 import S3Source, parse_reference
-
-
-def settings(tmp_path: Path, **overrides: object) -> SourceSettings:
-    values: dict[str, object] = {"timeout": 10.0, "retries": 1, "backoff": 0.01}
-    values.update(overrides)
-    return SourceSettings(cache_dir=tmp_path / "cache", **values)  # type: ignore[arg-type]
-
-
-def read(source: S3Source, model: ResolvedModel, file: RemoteFile, offset: int = 0) -> bytes:
-    with source.open(model, file, offset) as chunks:
-        return b"".join(chunks)
-
-
-def by_path(model: ResolvedModel) -> dict[str, RemoteFile]:
-    return {file.path: file for file in model.files}
 
 
 def sha256(data: bytes) -> str:
@@ -70,7 +54,7 @@ def test_resolve_versioned_prefix_lists_files_sizes_versions_and_revision(
     s3_env.put(bucket, "models/m-other/x.bin", b"not part of the model")
     s3_env.put(bucket, "models/m", b"a sibling object named like the prefix")
 
-    model = S3Source(settings(tmp_path)).resolve(f"s3://{bucket}/models/m")
+    model = S3Source(source_settings(tmp_path)).resolve(f"s3://{bucket}/models/m")
 
     assert [f.path for f in model.files] == ["a.bin", "sub/c.json"]
     files = by_path(model)
@@ -93,7 +77,7 @@ def test_trailing_slash_and_whole_bucket_references(s3_env: MotoS3, tmp_path: Pa
     bucket = s3_env.bucket(versioned=False)
     s3_env.put(bucket, "m/a.bin", b"alpha")
     s3_env.put(bucket, "top.bin", b"top")
-    source = S3Source(settings(tmp_path))
+    source = S3Source(source_settings(tmp_path))
 
     assert [f.path for f in source.resolve(f"s3://{bucket}/m/").files] == ["a.bin"]
     whole = source.resolve(f"s3://{bucket}")
@@ -105,7 +89,7 @@ def test_unversioned_bucket_pins_by_etag(s3_env: MotoS3, tmp_path: Path) -> None
     bucket = s3_env.bucket(versioned=False)
     put = s3_env.put(bucket, "m/a.bin", b"alpha")
 
-    (file,) = S3Source(settings(tmp_path)).resolve(f"s3://{bucket}/m").files
+    (file,) = S3Source(source_settings(tmp_path)).resolve(f"s3://{bucket}/m").files
 
     assert file.locator == "m/a.bin?versionId="
     assert file.etag == put["ETag"]
@@ -136,7 +120,7 @@ def test_sha256_only_from_a_full_object_sha256_checksum(s3_env: MotoS3, tmp_path
         MultipartUpload={"Parts": done},
     )
 
-    files = by_path(S3Source(settings(tmp_path)).resolve(f"s3://{bucket}/m"))
+    files = by_path(S3Source(source_settings(tmp_path)).resolve(f"s3://{bucket}/m"))
 
     assert files["checksummed.bin"].sha256 == sha256(b"with sha256")
     assert files["crc-only.bin"].sha256 is None
@@ -148,7 +132,7 @@ def test_sha256_only_from_a_full_object_sha256_checksum(s3_env: MotoS3, tmp_path
 def test_minilm_resolves_and_streams_the_real_files(
     minilm_in_s3: ModelInS3, s3_env: MotoS3, tmp_path: Path
 ) -> None:
-    source = S3Source(settings(tmp_path))
+    source = S3Source(source_settings(tmp_path))
 
     model = source.resolve(minilm_in_s3.reference)
 
@@ -172,7 +156,7 @@ def test_minilm_resolves_and_streams_the_real_files(
 def test_single_key_reference(s3_env: MotoS3, tmp_path: Path) -> None:
     bucket = s3_env.bucket(versioned=True)
     put = s3_env.put(bucket, "weights/model.safetensors", b"tensor bytes")
-    source = S3Source(settings(tmp_path))
+    source = S3Source(source_settings(tmp_path))
 
     model = source.resolve(f"s3://{bucket}/weights/model.safetensors")
 
@@ -189,7 +173,7 @@ def test_prefix_wins_over_an_object_of_the_same_name(s3_env: MotoS3, tmp_path: P
     s3_env.put(bucket, "m", b"object")
     s3_env.put(bucket, "m/inner.bin", b"inner")
 
-    model = S3Source(settings(tmp_path)).resolve(f"s3://{bucket}/m")
+    model = S3Source(source_settings(tmp_path)).resolve(f"s3://{bucket}/m")
 
     assert [f.path for f in model.files] == ["inner.bin"]
 
@@ -199,7 +183,7 @@ def test_model_too_large_before_any_download(s3_env: MotoS3, tmp_path: Path) -> 
     s3_env.put(bucket, "m/a.bin", b"x" * 100)
 
     with pytest.raises(ModelTooLarge, match="100 bytes"):
-        S3Source(settings(tmp_path, max_model_bytes=99)).resolve(f"s3://{bucket}/m")
+        S3Source(source_settings(tmp_path, max_model_bytes=99)).resolve(f"s3://{bucket}/m")
 
 
 @pytest.mark.parametrize(
@@ -210,8 +194,8 @@ def test_hostile_keys_are_refused(s3_env: MotoS3, tmp_path: Path, key: str) -> N
     s3_env.put(bucket, "m/fine.bin", b"fine")
     s3_env.put(bucket, key, b"hostile")
 
-    with pytest.raises(SourceError, match="unsafe path") as caught:
-        S3Source(settings(tmp_path)).resolve(f"s3://{bucket}/m")
+    with pytest.raises(SourceError, match="refusing the file path") as caught:
+        S3Source(source_settings(tmp_path)).resolve(f"s3://{bucket}/m")
     assert type(caught.value) is SourceError
 
 
@@ -220,8 +204,8 @@ def test_a_key_that_is_also_a_directory_is_refused(s3_env: MotoS3, tmp_path: Pat
     s3_env.put(bucket, "m/a", b"a file")
     s3_env.put(bucket, "m/a/b.bin", b"a file under a file")
 
-    with pytest.raises(SourceError, match="both a file and a directory"):
-        S3Source(settings(tmp_path)).resolve(f"s3://{bucket}/m")
+    with pytest.raises(SourceError, match="both a file and the directory"):
+        S3Source(source_settings(tmp_path)).resolve(f"s3://{bucket}/m")
 
 
 @pytest.mark.parametrize(
@@ -233,10 +217,6 @@ def test_malformed_references(reference: str) -> None:
         parse_reference(reference)
 
 
-def test_registry_gives_the_s3_source(tmp_path: Path) -> None:
-    assert isinstance(source_for("s3://bucket/prefix", settings(tmp_path)), S3Source)
-
-
 # --- pins and moved revisions ---------------------------------------------------------------
 
 
@@ -245,7 +225,7 @@ def test_versioned_overwrite_after_resolve_still_fetches_the_old_bytes(
 ) -> None:
     bucket = s3_env.bucket(versioned=True)
     s3_env.put(bucket, "m/a.bin", b"original weights")
-    source = S3Source(settings(tmp_path))
+    source = S3Source(source_settings(tmp_path))
     model = source.resolve(f"s3://{bucket}/m")
 
     s3_env.put(bucket, "m/a.bin", b"tampered weights, longer")
@@ -259,7 +239,7 @@ def test_unversioned_overwrite_after_resolve_is_a_moved_revision(
 ) -> None:
     bucket = s3_env.bucket(versioned=False)
     s3_env.put(bucket, "m/a.bin", b"original weights")
-    source = S3Source(settings(tmp_path))
+    source = S3Source(source_settings(tmp_path))
     model = source.resolve(f"s3://{bucket}/m")
 
     s3_env.put(bucket, "m/a.bin", b"tampered weights")  # same size, new ETag
@@ -278,7 +258,7 @@ def test_pinned_reference_after_a_change_is_a_moved_revision(
     bucket = s3_env.bucket(versioned=versioned)
     s3_env.put(bucket, "m/a.bin", b"alpha")
     s3_env.put(bucket, "m/b.bin", b"beta")
-    source = S3Source(settings(tmp_path))
+    source = S3Source(source_settings(tmp_path))
     model = source.resolve(f"s3://{bucket}/m")
     assert source.resolve(model.pinned).revision == model.revision  # unchanged: same pin
 
@@ -303,7 +283,7 @@ def test_deleted_object_leaves_the_listing(s3_env: MotoS3, tmp_path: Path) -> No
     s3_env.put(bucket, "m/b.bin", b"beta")
     s3_env.admin.delete_object(Bucket=bucket, Key="m/b.bin")  # a delete marker on top
 
-    model = S3Source(settings(tmp_path)).resolve(f"s3://{bucket}/m")
+    model = S3Source(source_settings(tmp_path)).resolve(f"s3://{bucket}/m")
 
     assert [f.path for f in model.files] == ["a.bin"]
 
@@ -315,7 +295,7 @@ def test_without_list_versions_permission_pins_by_etag(
     s3_env.put(bucket, "m/a.bin", b"original weights")
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", s3_env.lister.id)
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", s3_env.lister.secret)
-    source = S3Source(settings(tmp_path))
+    source = S3Source(source_settings(tmp_path))
 
     model = source.resolve(f"s3://{bucket}/m")
     assert model.files[0].locator == "m/a.bin?versionId="
@@ -334,7 +314,7 @@ def test_open_from_an_offset_resumes(s3_env: MotoS3, tmp_path: Path, versioned: 
     bucket = s3_env.bucket(versioned=versioned)
     data = bytes(range(256)) * 4096 + b"tail"  # 1 MiB + 4: more than one chunk
     s3_env.put(bucket, "m/w.bin", data)
-    source = S3Source(settings(tmp_path))
+    source = S3Source(source_settings(tmp_path))
     model = source.resolve(f"s3://{bucket}/m")
     (file,) = model.files
 
@@ -347,7 +327,7 @@ def test_open_from_an_offset_resumes(s3_env: MotoS3, tmp_path: Path, versioned: 
 def test_empty_object_streams_nothing(s3_env: MotoS3, tmp_path: Path) -> None:
     bucket = s3_env.bucket(versioned=True)
     s3_env.put(bucket, "m/empty.txt", b"")
-    source = S3Source(settings(tmp_path))
+    source = S3Source(source_settings(tmp_path))
     model = source.resolve(f"s3://{bucket}/m")
 
     assert [(f.path, f.size) for f in model.files] == [("empty.txt", 0)]
@@ -371,13 +351,13 @@ def test_missing_things_are_not_found(s3_env: MotoS3, tmp_path: Path, what: str)
     }[what]
 
     with pytest.raises(NotFound, match=re.escape(reference)):
-        S3Source(settings(tmp_path)).resolve(reference)
+        S3Source(source_settings(tmp_path)).resolve(reference)
 
 
 def test_missing_version_when_opening_is_not_found(s3_env: MotoS3, tmp_path: Path) -> None:
     bucket = s3_env.bucket(versioned=True)
     s3_env.put(bucket, "m/a.bin", b"alpha")
-    source = S3Source(settings(tmp_path))
+    source = S3Source(source_settings(tmp_path))
     model = source.resolve(f"s3://{bucket}/m")
     versions = s3_env.admin.list_object_versions(Bucket=bucket)["Versions"]
     s3_env.admin.delete_object(Bucket=bucket, Key="m/a.bin", VersionId=versions[0]["VersionId"])
@@ -401,7 +381,7 @@ def test_refused_credentials_are_unauthorized(
         s3_env.put(bucket, "m/a.bin", b"alpha")
 
     with pytest.raises(Unauthorized, match="AWS_ACCESS_KEY_ID"):
-        S3Source(settings(tmp_path)).resolve(f"s3://{bucket}/m")
+        S3Source(source_settings(tmp_path)).resolve(f"s3://{bucket}/m")
 
 
 def test_no_credentials_at_all_is_unauthorized(
@@ -412,7 +392,7 @@ def test_no_credentials_at_all_is_unauthorized(
     monkeypatch.setenv("AWS_ENDPOINT_URL", s3_env.endpoint)
 
     with pytest.raises(Unauthorized, match=r"set AWS_ACCESS_KEY_ID .* or AWS_PROFILE"):
-        S3Source(settings(tmp_path)).resolve(f"s3://{bucket}/m")
+        S3Source(source_settings(tmp_path)).resolve(f"s3://{bucket}/m")
 
 
 def test_credentials_from_a_profile(
@@ -428,12 +408,12 @@ def test_credentials_from_a_profile(
     (tmp_path / "aws-config").write_text(f"[profile models]\nendpoint_url = {s3_env.endpoint}\n")
     monkeypatch.setenv("AWS_PROFILE", "models")
 
-    model = S3Source(settings(tmp_path)).resolve(f"s3://{bucket}/m")
+    model = S3Source(source_settings(tmp_path)).resolve(f"s3://{bucket}/m")
     assert [f.path for f in model.files] == ["a.bin"]
 
     monkeypatch.setenv("AWS_PROFILE", "no-such-profile")
     with pytest.raises(Unauthorized, match="AWS_PROFILE"):
-        S3Source(settings(tmp_path)).resolve(f"s3://{bucket}/m")
+        S3Source(source_settings(tmp_path)).resolve(f"s3://{bucket}/m")
 
 
 def test_credentials_from_irsa_web_identity(
@@ -466,39 +446,37 @@ def test_credentials_from_irsa_web_identity(
     monkeypatch.setenv("AWS_WEB_IDENTITY_TOKEN_FILE", str(tmp_path / "token"))
     s3_env.enforce_auth(after_requests=1)  # the unsigned AssumeRoleWithWebIdentity
 
-    model = S3Source(settings(tmp_path)).resolve(f"s3://{bucket}/m")
+    model = S3Source(source_settings(tmp_path)).resolve(f"s3://{bucket}/m")
 
     assert [f.path for f in model.files] == ["a.bin"]
     locked = s3_env.bucket(versioned=True, prefix="locked-")
     s3_env.enforce_auth(after_requests=1)  # a new source, a new AssumeRoleWithWebIdentity
     with pytest.raises(Unauthorized):  # the role's policy is what moto checked
-        S3Source(settings(tmp_path)).resolve(f"s3://{locked}/m")
+        S3Source(source_settings(tmp_path)).resolve(f"s3://{locked}/m")
 
 
 # --- timeouts and server failures -----------------------------------------------------------
 
 
 def test_unanswered_endpoint_times_out_quickly(
-    s3_env: MotoS3, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, silent_endpoint: str
+    s3_env: MotoS3, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, silent_port: int
 ) -> None:
-    monkeypatch.setenv("AWS_ENDPOINT_URL", silent_endpoint)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{silent_port}")
     started = time.monotonic()
 
     with pytest.raises(SourceTimeout, match="after 2 attempts"):
-        S3Source(settings(tmp_path, timeout=0.2)).resolve("s3://wg-bucket/m")
+        S3Source(source_settings(tmp_path, timeout=0.2)).resolve("s3://wg-bucket/m")
     assert time.monotonic() - started < 3
 
 
 def test_stopped_endpoint_is_unavailable_quickly(
-    s3_env: MotoS3, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    s3_env: MotoS3, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, refused_port: int
 ) -> None:
-    from tests.controlplane.processes import free_port
-
-    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{free_port()}")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{refused_port}")
     started = time.monotonic()
 
     with pytest.raises(SourceUnavailable, match="wg-bucket"):
-        S3Source(settings(tmp_path, timeout=0.2)).resolve("s3://wg-bucket/m")
+        S3Source(source_settings(tmp_path, timeout=0.2)).resolve("s3://wg-bucket/m")
     assert time.monotonic() - started < 3
 
 
@@ -513,7 +491,7 @@ def test_server_errors_are_retried_once_per_setting_then_unavailable(
     monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint.url)
 
     with pytest.raises(SourceUnavailable, match="ServiceUnavailable"):
-        S3Source(settings(tmp_path, retries=2)).resolve("s3://wg-bucket/m")
+        S3Source(source_settings(tmp_path, retries=2)).resolve("s3://wg-bucket/m")
     assert endpoint.requests == 3  # botocore's own retries are off: only the settings' count
 
 
@@ -533,7 +511,7 @@ def test_body_cut_short_or_stalled(
     response = http_response("200 OK", {"ETag": '"etag"'}, b"only ten b", length=100)
     endpoint = scripted_endpoint(response, stall)
     monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint.url)
-    source = S3Source(settings(tmp_path, timeout=0.3))
+    source = S3Source(source_settings(tmp_path, timeout=0.3))
     model, file = _model_at("s3://wg-bucket/m", 100)
 
     expected = SourceTimeout if stall else TruncatedDownload
@@ -556,14 +534,14 @@ def test_checksum_the_endpoint_sends_is_checked_while_streaming(
     model, file = _model_at("s3://wg-bucket/m", len(b"other bytes"))
 
     with pytest.raises(DigestMismatch, match=r"a\.bin"):
-        read(S3Source(settings(tmp_path)), model, file)
+        read(S3Source(source_settings(tmp_path)), model, file)
 
 
 # --- end to end: weightgate.sources.fetch ---------------------------------------------------
 
 
 def test_fetch_minilm_end_to_end(minilm_in_s3: ModelInS3, s3_env: MotoS3, tmp_path: Path) -> None:
-    fetched = fetch(minilm_in_s3.reference, settings(tmp_path))
+    fetched = fetch(minilm_in_s3.reference, source_settings(tmp_path))
 
     local = {
         key.removeprefix(f"{minilm_in_s3.prefix}/"): path for key, path in minilm_in_s3.keys.items()
@@ -573,7 +551,7 @@ def test_fetch_minilm_end_to_end(minilm_in_s3: ModelInS3, s3_env: MotoS3, tmp_pa
         expected = sha256(local[file.path].read_bytes())
         assert file.sha256 == expected, file.path
         assert sha256(file.blob.read_bytes()) == expected
-    resolved = S3Source(settings(tmp_path)).resolve(minilm_in_s3.reference)
+    resolved = S3Source(source_settings(tmp_path)).resolve(minilm_in_s3.reference)
     assert fetched.revision == resolved.revision
     assert fetched.resolved.pinned == resolved.pinned
 
@@ -584,13 +562,13 @@ def test_fetch_of_a_model_overwritten_after_resolve(
 ) -> None:
     bucket = s3_env.bucket(versioned=versioned)
     s3_env.put(bucket, "m/w.bin", b"original weights", sha256=False)
-    resolved = S3Source(settings(tmp_path)).resolve(f"s3://{bucket}/m")
+    resolved = S3Source(source_settings(tmp_path)).resolve(f"s3://{bucket}/m")
 
     s3_env.put(bucket, "m/w.bin", b"tampered weights", sha256=False)
 
     if versioned:
-        (file,) = fetch(resolved, settings(tmp_path)).files
+        (file,) = fetch(resolved, source_settings(tmp_path)).files
         assert file.sha256 == sha256(b"original weights")
     else:
         with pytest.raises(RevisionMoved, match=r"w\.bin"):
-            fetch(resolved, settings(tmp_path))
+            fetch(resolved, source_settings(tmp_path))

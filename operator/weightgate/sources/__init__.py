@@ -21,6 +21,7 @@ from weightgate.sources.errors import (
     TruncatedDownload,
     Unauthorized,
     UnsupportedReference,
+    UntrustedCertificate,
     VerificationFailed,
 )
 from weightgate.sources.fetch import DownloadProgress, fetch_model, materialize
@@ -65,6 +66,7 @@ __all__ = [
     "TruncatedDownload",
     "Unauthorized",
     "UnsupportedReference",
+    "UntrustedCertificate",
     "VerificationFailed",
     "fetch",
     "materialize",

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar, Protocol
 
+from weightgate.sources.errors import ModelTooLarge
 from weightgate.sources.model import RemoteFile, ResolvedModel
 
 
@@ -44,6 +45,15 @@ class SourceSettings:
     cache_max_bytes: int = 512 * 1024**3
     ca_bundle: Path | None = None
 
+    def check_model_size(self, reference: str, total: int, files: int) -> None:
+        """Raise ModelTooLarge when `total` bytes (in `files` files) exceed the limit."""
+        if total > self.max_model_bytes:
+            raise ModelTooLarge(
+                f"{reference}: {total} bytes in {files} files is more than the limit of "
+                f"{self.max_model_bytes} bytes; nothing was downloaded (raise the limit with "
+                "--max-model-size if this model is expected)"
+            )
+
 
 class Source(Protocol):
     """Resolves references of some URI schemes and streams the files of a resolved model.
@@ -63,7 +73,8 @@ class Source(Protocol):
     ) -> AbstractContextManager[Iterator[bytes]]:
         """Stream `file`'s bytes from `offset` on (a resumed download), in chunks.
 
-        Raises RevisionMoved when the source can tell the file is no longer the pinned one
-        (ETag/version precondition failed).
+        One attempt: the fetcher retries the whole download (resuming from what it has), so
+        a source never retries here. Raises RevisionMoved when the source can tell the file
+        is no longer the pinned one (ETag/version precondition failed).
         """
         ...

@@ -21,19 +21,19 @@ import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 from weightgate.sources.base import Source, SourceSettings
 from weightgate.sources.cache import ModelCache, PartialDownload, file_key, identifies_content
 from weightgate.sources.errors import (
     DigestMismatch,
-    ModelTooLarge,
-    RevisionMoved,
     SourceError,
     TruncatedDownload,
     VerificationFailed,
+    not_the_file,
 )
 from weightgate.sources.model import FetchedFile, FetchedModel, RemoteFile, ResolvedModel
+from weightgate.sources.paths import safe_relative_path
 from weightgate.sources.retry import with_retries
 
 DownloadProgress = Callable[[str, int, int], None]
@@ -156,34 +156,14 @@ class _Fetch:
                     if self.cancelled.is_set():
                         raise _Cancelled
                     if partial.length + len(chunk) > file.size:
-                        raise _overrun(what, file)
+                        detail = f"the source sent more than the {file.size} bytes it announced"
+                        raise not_the_file(what, file.sha256, detail)
                     partial.append(chunk)
                     self.progress.advance(file.path, len(chunk))
         if partial.length < file.size:
             raise TruncatedDownload(
                 f"{what}: the download ended after {partial.length} of {file.size} bytes"
             )
-
-
-def _overrun(what: str, file: RemoteFile) -> Exception:
-    message = f"{what}: the source sent more than the {file.size} bytes it announced"
-    if file.sha256:
-        return DigestMismatch(f"{message}, so it cannot match the pinned sha256 {file.sha256}")
-    return RevisionMoved(f"{message}: the file changed since it was resolved; resolve it again")
-
-
-def check_model_path(path: str, what: str) -> tuple[str, ...]:
-    """The segments of a model file's path, refusing anything that could leave the root."""
-    pure = PurePosixPath(path)
-    if (
-        not path
-        or pure.is_absolute()
-        or "\0" in path
-        or "\\" in path
-        or any(part in ("", ".", "..") for part in path.split("/"))
-    ):
-        raise SourceError(f"{what}: refusing the file path {path!r} (must stay inside the model)")
-    return pure.parts
 
 
 def fetch_model(
@@ -193,13 +173,7 @@ def fetch_model(
     progress: DownloadProgress | None = None,
 ) -> FetchedModel:
     """Fetch every file of `model` into the cache, verified; files already there are reused."""
-    if model.total_size > settings.max_model_bytes:
-        raise ModelTooLarge(
-            f"{model.reference}: {model.total_size} bytes is more than the limit of "
-            f"{settings.max_model_bytes} bytes; nothing was downloaded"
-        )
-    for file in model.files:
-        check_model_path(file.path, model.reference)
+    settings.check_model_size(model.reference, model.total_size, len(model.files))
     fetch = _Fetch(model, source, settings, _Progress(progress, model.total_size))
     with fetch.syncer:
         files = _fetch_files(fetch)
@@ -248,7 +222,8 @@ def materialize(model: FetchedModel, directory: Path) -> Path:
         directory.mkdir(parents=True, exist_ok=True)
         root = directory.resolve(strict=True)
         for file in model.files:
-            target = root.joinpath(*check_model_path(file.path, model.resolved.reference))
+            path = safe_relative_path(file.path, model.resolved.reference)
+            target = root.joinpath(*path.split("/"))
             target.parent.mkdir(parents=True, exist_ok=True)
             if not target.parent.resolve(strict=True).is_relative_to(root):
                 raise SourceError(

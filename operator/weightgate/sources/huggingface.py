@@ -6,7 +6,8 @@ ids and LFS sha256 in one call (`HfApi.model_info(files_metadata=True)`), builds
 and headers, and maps the hub's `X-Error-Code` answers to its exceptions. Own code exists because
 the client offers no stream of one file of one commit from an offset (`hf_hub_download` writes
 into its own cache and retries on its own schedule), and to check what the hub serves against
-what it listed and to translate the client's exceptions into weightgate's source errors.
+what it listed, and to translate the client's exceptions into weightgate's source errors
+(:mod:`.huggingface_errors`).
 
 Accepted references (only model repositories, always the whole repository):
 
@@ -27,7 +28,7 @@ import hashlib
 import os
 import re
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import ClassVar
 
 import httpx2
@@ -39,33 +40,19 @@ from huggingface_hub import (
     hf_raise_for_status,
     parse_hf_uri,
 )
-from huggingface_hub.errors import (
-    DisabledRepoError,
-    EntryNotFoundError,
-    GatedRepoError,
-    HfHubHTTPError,
-    HfUriError,
-    HFValidationError,
-    OfflineModeIsEnabled,
-    OIDCError,
-    RepositoryNotFoundError,
-    RevisionNotFoundError,
-)
+from huggingface_hub.errors import HfUriError, OIDCError
 from huggingface_hub.hf_api import ModelInfo, RepoSibling
 
 # documented as public (huggingface_hub.utils.build_hf_headers), exported lazily: mypy misses it
 from huggingface_hub.utils import build_hf_headers  # type: ignore[attr-defined]
 
+from weightgate.sources import huggingface_errors
 from weightgate.sources.base import SourceSettings
 from weightgate.sources.errors import (
     DigestMismatch,
-    ModelTooLarge,
     NotFound,
     RevisionMoved,
     SourceError,
-    SourceTimeout,
-    SourceUnavailable,
-    TruncatedDownload,
     Unauthorized,
     UnsupportedReference,
 )
@@ -76,7 +63,6 @@ DEFAULT_ENDPOINT = "https://huggingface.co"
 CHUNK_BYTES = 1024 * 1024
 COMMIT_SHA = re.compile(r"[0-9a-f]{40}")
 SHA256 = re.compile(r"[0-9a-f]{64}")
-SET_TOKEN = "set HF_TOKEN (or run `hf auth login`) to a token that can read it"
 
 
 def parse_reference(reference: str) -> tuple[str, str | None]:
@@ -101,14 +87,6 @@ def parse_reference(reference: str) -> tuple[str, str | None]:
             f"reference the whole repository (hf://{uri.id}[@revision])"
         )
     return uri.id, uri.revision
-
-
-def checked_path(name: str, reference: str) -> str:
-    """`name` if it is a safe relative POSIX path, else a SourceError (never a write outside)."""
-    parts = name.split("/")
-    if not name or "\\" in name or "\0" in name or any(p in ("", ".", "..") for p in parts):
-        raise SourceError(f"{reference}: the hub lists an unsafe file name {name!r}; refusing it")
-    return name
 
 
 class HuggingFaceSource:
@@ -141,14 +119,9 @@ class HuggingFaceSource:
             raise SourceError(f"{reference}: the hub answered without a commit sha ({info.sha!r})")
         if revision and COMMIT_SHA.fullmatch(revision.lower()) and revision.lower() != sha:
             raise SourceError(f"{reference}: the hub answered for commit {sha} instead")
-        files = sorted(
-            (self._remote_file(reference, repo_id, sha, s) for s in info.siblings or []),
-            key=lambda file: file.path,
-        )
+        files = [self._remote_file(reference, repo_id, sha, s) for s in info.siblings or []]
         if not files:
             raise NotFound(f"{reference}: commit {sha} of {repo_id} has no files")
-        if len({file.path for file in files}) != len(files):
-            raise SourceError(f"{reference}: the hub lists a file name twice")
         model = ResolvedModel(
             reference=reference,
             lineage=f"hf://{repo_id}",
@@ -156,11 +129,7 @@ class HuggingFaceSource:
             pinned=f"hf://{repo_id}@{sha}",
             files=tuple(files),
         )
-        if model.total_size > self.settings.max_model_bytes:
-            raise ModelTooLarge(
-                f"{reference}: {model.total_size} bytes at commit {sha} is more than the "
-                f"limit of {self.settings.max_model_bytes} bytes; nothing was downloaded"
-            )
+        self.settings.check_model_size(reference, model.total_size, len(model.files))
         return model
 
     @contextmanager
@@ -176,7 +145,7 @@ class HuggingFaceSource:
         )
         if offset:
             headers["Range"] = f"bytes={offset}-"
-        response = with_retries(self.settings, lambda: self._get(what, file.locator, headers))
+        response = self._get(what, file.locator, headers)  # one attempt: the fetcher retries
         try:
             self._check_served(what, model, file, response)
             yield self._chunks(what, file, offset, response)
@@ -196,7 +165,7 @@ class HuggingFaceSource:
     def _remote_file(
         self, reference: str, repo_id: str, sha: str, sibling: RepoSibling
     ) -> RemoteFile:
-        path = checked_path(sibling.rfilename, reference)
+        path = sibling.rfilename
         locator = hf_hub_url(repo_id, path, revision=sha, endpoint=self.endpoint)
         if sibling.lfs is not None:
             digest = str(sibling.lfs.sha256).lower()
@@ -265,80 +234,6 @@ class HuggingFaceSource:
                 f"(got {blob.hexdigest()}): the hub or something between served other bytes"
             )
 
-    @contextmanager
-    def _translated(self, what: str, streaming: bool = False) -> Iterator[None]:
-        """Turn huggingface_hub's and httpx2's exceptions into source errors naming `what`."""
-        try:
-            yield
-        except (SourceError, DigestMismatch, RevisionMoved):
-            raise
-        except GatedRepoError as error:
-            raise Unauthorized(
-                f"{what}: the repository is gated: accept its conditions on its page on "
-                f"{self.endpoint}, then set HF_TOKEN to that account's token"
-                f"{self._server_says(error)}"
-            ) from error
-        except RepositoryNotFoundError as error:
-            raise self._repository_error(what, error) from error
-        except RevisionNotFoundError as error:
-            raise NotFound(f"{what}: no such revision{self._server_says(error)}") from error
-        except EntryNotFoundError as error:
-            raise NotFound(f"{what}: no such file in the commit") from error
-        except DisabledRepoError as error:
-            raise SourceError(f"{what}: the repository is disabled on the hub") from error
-        except HfHubHTTPError as error:
-            raise self._http_error(what, error) from error
-        except OfflineModeIsEnabled as error:
-            raise SourceError(
-                f"{what}: HF_HUB_OFFLINE is set; unset it to reach the hub"
-            ) from error
-        except httpx2.TimeoutException as error:
-            raise SourceTimeout(
-                f"{what}: no answer within {self.settings.timeout} s ({type(error).__name__})"
-            ) from error
-        except httpx2.RemoteProtocolError as error:
-            if streaming:
-                raise TruncatedDownload(f"{what}: the download stopped early: {error}") from error
-            raise SourceUnavailable(f"{what}: {error}") from error
-        except httpx2.TransportError as error:
-            raise SourceUnavailable(f"{what}: {type(error).__name__}: {error}") from error
-        except httpx2.HTTPError as error:  # too many redirects, and the like
-            raise SourceError(f"{what}: {type(error).__name__}: {error}") from error
-        except HFValidationError as error:
-            raise UnsupportedReference(f"{what}: {error}") from error
-        except (ValueError, KeyError, TypeError) as error:  # malformed JSON from the hub
-            raise SourceError(
-                f"{what}: unexpected answer from {self.endpoint}: {error!r}"
-            ) from error
-
-    def _repository_error(self, what: str, error: RepositoryNotFoundError) -> SourceError:
-        if self._status(error) == 401:  # the hub's answer to anonymous requests for private repos
-            if self._token:
-                return Unauthorized(f"{what}: the hub refused HF_TOKEN{self._server_says(error)}")
-            return Unauthorized(
-                f"{what}: the hub knows no such repository for an anonymous request: it does "
-                f"not exist, or it is private or gated: {SET_TOKEN}"
-            )
-        hint = ", or HF_TOKEN's account cannot read it" if self._token else ""
-        return NotFound(f"{what}: no such repository on {self.endpoint}{hint}")
-
-    def _http_error(self, what: str, error: HfHubHTTPError) -> SourceError:
-        status = self._status(error)
-        detail = f"{what}: HTTP {status} from {self.endpoint}{self._server_says(error)}"
-        if status in (401, 403):
-            if self._token:
-                return Unauthorized(f"{detail}: the hub refused HF_TOKEN")
-            return Unauthorized(f"{detail}: {SET_TOKEN}")
-        if status == 404:
-            return NotFound(f"{detail}: not found")
-        if status in (408, 429) or status >= 500:
-            return SourceUnavailable(detail)
-        return SourceError(detail)
-
-    @staticmethod
-    def _status(error: HfHubHTTPError) -> int:
-        return int(error.response.status_code) if error.response is not None else 0
-
-    @staticmethod
-    def _server_says(error: HfHubHTTPError) -> str:
-        return f" (hub: {error.server_message})" if error.server_message else ""
+    def _translated(self, what: str, streaming: bool = False) -> AbstractContextManager[None]:
+        hub = huggingface_errors.Hub(self.endpoint, bool(self._token), self.settings.timeout)
+        return huggingface_errors.translated_errors(hub, what, streaming)

@@ -86,7 +86,7 @@ class LocalSource:
         if stat.S_ISREG(root_status.st_mode):
             files = [self._file(reference, real_root, root.name)]
         elif stat.S_ISDIR(root_status.st_mode):
-            files = sorted(self._walk(reference, real_root), key=lambda f: f.path)
+            files = list(self._walk(reference, real_root))
             if not files:
                 raise NotFound(f"{reference}: {root} holds no files")
         else:
@@ -94,13 +94,7 @@ class LocalSource:
                 f"{reference}: {root} is {_kind(root_status.st_mode)}; "
                 "only regular files and directories can be scanned"
             )
-        total = sum(file.size for file in files)
-        if total > self.settings.max_model_bytes:
-            raise ModelTooLarge(
-                f"{reference}: {total} bytes in {len(files)} files, more than the maximum of "
-                f"{self.settings.max_model_bytes} bytes; raise the limit (--max-model-size) "
-                "if this model is expected"
-            )
+        self.settings.check_model_size(reference, sum(f.size for f in files), len(files))
         return ResolvedModel(
             reference=reference,
             lineage=reference,
@@ -235,12 +229,6 @@ class LocalSource:
 
     @staticmethod
     def _file(reference: str, real_path: Path, path: str) -> RemoteFile:
-        try:
-            path.encode("utf-8")
-        except UnicodeEncodeError as error:
-            raise UnsupportedReference(
-                f"{reference}: {path!r} is not a UTF-8 file name; rename it"
-            ) from error
         try:
             status = real_path.lstat()
         except OSError as error:

@@ -6,13 +6,15 @@ import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from weightgate.sources.paths import check_file_tree, safe_relative_path
+
 
 @dataclass(frozen=True)
 class RemoteFile:
     """One file of a model, as the source describes it before download.
 
     Attributes:
-        path: POSIX path relative to the model root (never absolute, never with `..`).
+        path: POSIX path relative to the model root (see :mod:`.paths` for the rule).
         size: Size in bytes, as announced by the source (checked on download).
         sha256: Hex digest the source vouches for (HF LFS oid, OCI layer digest, a `#sha256=`
             pin), or None when only the download can tell.
@@ -39,7 +41,11 @@ class ResolvedModel:
             `sha256:` of the object versions), or None when only the content can name it
             (an unpinned HTTPS URL): then :attr:`FetchedModel.content_digest` is the revision.
         pinned: A reference that always means this revision (`hf://org/name@<sha>`).
-        files: The files, sorted by path.
+        files: The files, sorted by path (sorted here, in whatever order they are given).
+
+    Every file path is checked here, for every source alike (:mod:`.paths`): a model whose
+    listing names a path outside its directory, a path twice, or a file inside another file
+    is refused with a SourceError before anything is downloaded.
     """
 
     reference: str
@@ -47,6 +53,13 @@ class ResolvedModel:
     revision: str | None
     pinned: str
     files: tuple[RemoteFile, ...]
+
+    def __post_init__(self) -> None:
+        """Refuse unsafe or conflicting paths; keep the files sorted by path."""
+        for file in self.files:
+            safe_relative_path(file.path, self.reference)
+        check_file_tree((file.path for file in self.files), self.reference)
+        object.__setattr__(self, "files", tuple(sorted(self.files, key=lambda f: f.path)))
 
     @property
     def total_size(self) -> int:

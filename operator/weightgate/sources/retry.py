@@ -1,7 +1,10 @@
 """Retries with exponential backoff, for the failures that can pass.
 
 Timeouts, dropped connections, server errors and truncated bodies are retried; refusals
-(401/403/404) and verification failures are final at once.
+(401/403/404), an untrusted certificate and verification failures are final at once.
+
+One level only: a resolve call is retried by its source, a download (open and stream) by the
+fetcher; a source never retries inside `open`, so attempts never multiply.
 """
 
 from __future__ import annotations
@@ -11,10 +14,16 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from weightgate.sources.base import SourceSettings
-from weightgate.sources.errors import SourceTimeout, SourceUnavailable, TruncatedDownload
+from weightgate.sources.errors import (
+    SourceTimeout,
+    SourceUnavailable,
+    TruncatedDownload,
+    UntrustedCertificate,
+)
 
 T = TypeVar("T")
 RETRYABLE: tuple[type[Exception], ...] = (SourceTimeout, SourceUnavailable, TruncatedDownload)
+FINAL: tuple[type[Exception], ...] = (UntrustedCertificate,)  # retryable kinds waiting cannot fix
 
 
 def with_retries(
@@ -28,13 +37,13 @@ def with_retries(
     number of attempts).
     """
     delay = settings.backoff
-    for remaining in range(settings.retries, -1, -1):
+    for attempts in range(1, settings.retries + 2):
         try:
             return attempt()
         except RETRYABLE as error:
-            if remaining == 0:
-                if settings.retries:
-                    error.args = (f"{error} (after {settings.retries + 1} attempts)",)
+            if attempts > settings.retries or isinstance(error, FINAL):
+                if attempts > 1:
+                    error.args = (f"{error} (after {attempts} attempts)",)
                 raise
             sleep(delay)
             delay *= 2

@@ -13,7 +13,7 @@ signing, listing and streaming. Our own code exists for what boto3 cannot know:
 * digests. An object's `sha256` is its full-object ChecksumSHA256 when S3 has one; ETags are
   never digests (a multipart ETag is not an MD5) and composite (multipart) checksums are not
   either, so those files get `sha256=None` and the download names their content.
-* hostile keys: a key that would make `..`, an empty segment or an absolute path is refused.
+* hostile keys: a key whose path under the prefix breaks :mod:`.paths`' rule is refused.
 * one retry policy: botocore's own retries are off; :func:`with_retries` applies the
   settings' retries and backoff, as for every other source.
 """
@@ -36,7 +36,6 @@ from botocore.parsers import ResponseParserError
 from weightgate.sources.base import SourceSettings
 from weightgate.sources.errors import (
     DigestMismatch,
-    ModelTooLarge,
     NotFound,
     RevisionMoved,
     SourceError,
@@ -45,8 +44,10 @@ from weightgate.sources.errors import (
     TruncatedDownload,
     Unauthorized,
     UnsupportedReference,
+    for_http_status,
 )
 from weightgate.sources.model import RemoteFile, ResolvedModel
+from weightgate.sources.paths import safe_relative_path
 from weightgate.sources.retry import with_retries
 
 CHUNK_BYTES = 1024 * 1024
@@ -76,29 +77,6 @@ def parse_reference(reference: str) -> tuple[str, str, str | None]:
     if not bucket:
         raise UnsupportedReference(f"{reference}: no bucket (expected s3://bucket/prefix)")
     return bucket, prefix, pin if pin_separator else None
-
-
-def _relative_path(reference: str, key: str, prefix: str) -> str:
-    relative = key[len(prefix) + 1 :] if prefix else key
-    segments = relative.split("/")
-    if any(
-        segment in ("", ".", "..") or "\0" in segment or "\\" in segment for segment in segments
-    ):
-        raise SourceError(
-            f"{reference}: object key {key!r} would make the unsafe path {relative!r}; "
-            "refusing to fetch a model with such keys"
-        )
-    return relative
-
-
-def _check_tree(reference: str, paths: set[str]) -> None:
-    """Refuse a key that is also the directory of another ("m/a" and "m/a/b")."""
-    for path in paths:
-        parent = path.rpartition("/")[0]
-        while parent:
-            if parent in paths:
-                raise SourceError(f"{reference}: {parent!r} is both a file and a directory")
-            parent = parent.rpartition("/")[0]
 
 
 def _sha256_of(head: dict[str, Any], etag: str) -> str | None:
@@ -159,17 +137,15 @@ def _client_error(what: str, error: boto_errors.ClientError) -> SourceError | Re
     code = _code(error)
     status = int(error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))
     detail = f"{what}: {code or status}: {error.response.get('Error', {}).get('Message', '')}"
-    if code in _REFUSED or status in (401, 403):
-        return Unauthorized(f"{detail} (credentials refused; {_CREDENTIALS_HELP})")
-    if code in _MISSING or status == 404:
-        return NotFound(detail)
     if code == "PreconditionFailed" or status == 412:
         return RevisionMoved(f"{detail}: the object changed since it was resolved")
     if code == "RequestTimeout":
         return SourceTimeout(detail)
-    if code == "SlowDown" or status >= 500:
-        return SourceUnavailable(detail)
-    return SourceError(detail)
+    status = 403 if code in _REFUSED else 404 if code in _MISSING else status
+    status = 503 if code == "SlowDown" else status
+    return for_http_status(
+        status, detail, f"credentials refused; {_CREDENTIALS_HELP}", "no such object"
+    )
 
 
 class S3Source:
@@ -196,11 +172,12 @@ class S3Source:
         return self._client
 
     def _call(self, what: str, operation: str, **kwargs: Any) -> Any:
-        def attempt() -> Any:
-            with translated_errors(what):
-                return getattr(self.client(what), operation)(**kwargs)
+        """One S3 call, translated; retried as a resolve step (``open`` calls it once)."""
+        return with_retries(self.settings, lambda: self._call_once(what, operation, **kwargs))
 
-        return with_retries(self.settings, attempt)
+    def _call_once(self, what: str, operation: str, **kwargs: Any) -> Any:
+        with translated_errors(what):
+            return getattr(self.client(what), operation)(**kwargs)
 
     def resolve(self, reference: str) -> ResolvedModel:
         """List the objects under the prefix (or the one key) with their versions and ETags."""
@@ -215,11 +192,7 @@ class S3Source:
         if not entries:
             raise NotFound(f"{reference}: no objects under {lineage}/ (nor an object {lineage})")
         total = sum(int(entry["Size"]) for entry in entries)
-        if total > self.settings.max_model_bytes:
-            raise ModelTooLarge(
-                f"{reference}: {total} bytes in {len(entries)} objects exceeds the limit of "
-                f"{self.settings.max_model_bytes} bytes"
-            )
+        self.settings.check_model_size(reference, total, len(entries))
         revision = revision_of(entries)
         if pin is not None and pin != revision:
             raise RevisionMoved(
@@ -227,8 +200,6 @@ class S3Source:
                 f"(now {revision}); resolve {lineage} again and re-scan"
             )
         files = [self._remote_file(reference, bucket, prefix, e, bool(single)) for e in entries]
-        _check_tree(reference, {file.path for file in files})
-        files.sort(key=lambda file: file.path)
         pinned = f"{lineage}{_PIN}{revision}"
         return ResolvedModel(reference, lineage, revision, pinned, tuple(files))
 
@@ -281,7 +252,10 @@ class S3Source:
         self, reference: str, bucket: str, prefix: str, entry: dict[str, Any], single: bool
     ) -> RemoteFile:
         key, etag, version = entry["Key"], entry["ETag"], entry["VersionId"]
-        path = _relative_path(reference, key, key.rpartition("/")[0] if single else prefix)
+        parent = key.rpartition("/")[0] if single else prefix
+        path = safe_relative_path(
+            key[len(parent) + 1 :] if parent else key, f"{reference}: {key!r}"
+        )
         head = entry.get("Head")
         algorithms = entry.get("ChecksumAlgorithm")
         if head is None and (algorithms is None or "SHA256" in algorithms):
@@ -312,7 +286,7 @@ class S3Source:
             request["IfMatch"] = file.etag
         if offset:
             request["Range"] = f"bytes={offset}-"
-        response = self._call(what, "get_object", **request)
+        response = self._call_once(what, "get_object", **request)  # the fetcher retries
         body = response["Body"]
         try:
             if not version and file.etag and response.get("ETag") != file.etag:
