@@ -21,9 +21,9 @@ def corpus_dir() -> Path:
 
 pytest_plugins = (
     "tests.controlplane.fixtures",
+    "tests.servers.loopback",  # before the server plugins that import it
     "tests.servers.hf_hub",
     "tests.servers.https",
-    "tests.servers.loopback",
     "tests.servers.mlflow",
     "tests.servers.registry",
     "tests.servers.s3",
