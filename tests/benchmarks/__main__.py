@@ -1,9 +1,9 @@
-"""``python -m tests.benchmarks``: run the benchmarks of issue 2 and print the table.
+"""``python -m tests.benchmarks``: run the benchmarks of issues 2 and 4 and print the table.
 
 Usage (normally through ``scripts/bench``)::
 
-    python -m tests.benchmarks [--size GIB] [--shard-gb GB] [--repeats N]
-                               [--quiet-wait SECONDS] [--only scan|memory|pickle ...]
+    python -m tests.benchmarks [--size GIB] [--fetch-size GIB] [--shard-gb GB] [--repeats N]
+                               [--quiet-wait SECONDS] [--only scan|memory|pickle|fetch ...]
                                [--cache DIR] [--corpus DIR]
 
 The figures are ratios against references measured in the same run; nothing here fails
@@ -19,14 +19,14 @@ import shutil
 import sys
 from pathlib import Path
 
-from tests.benchmarks import bench_pickle, bench_scan
+from tests.benchmarks import bench_fetch, bench_pickle, bench_scan
 from tests.benchmarks.bench_scan import Samples
 from tests.benchmarks.measure import ChildFailed, Table, busy_cores
 from tests.benchmarks.model_data import Recipe, cached_model
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_CORPUS = Path(os.environ.get("WEIGHTGATE_CORPUS", REPO.parent / "shared" / "corpus"))
-PARTS = ("scan", "memory", "pickle")
+PARTS = ("scan", "memory", "pickle", "fetch")
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -34,6 +34,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         prog="scripts/bench", description="weightgate benchmarks (ratios to references)."
     )
     parser.add_argument("--size", type=float, default=4.0, help="model size in GiB (default: 4)")
+    parser.add_argument(
+        "--fetch-size",
+        type=float,
+        default=2.0,
+        help="size in GiB of the model the fetch benchmark serves (default: 2)",
+    )
     parser.add_argument(
         "--shard-gb",
         type=float,
@@ -56,7 +62,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         action="append",
         choices=PARTS,
         help="run only this part (repeatable): scan = directory throughput, "
-        "memory = single big file + peak RSS, pickle = pickle corpus",
+        "memory = single big file + peak RSS, pickle = pickle corpus, "
+        "fetch = download from an OCI registry and an mlflow server vs curl",
     )
     parser.add_argument(
         "--cache",
@@ -68,8 +75,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "--corpus", type=Path, default=DEFAULT_CORPUS, help="the shared corpus directory"
     )
     args = parser.parse_args(argv)
-    if args.repeats < 1 or args.size <= 0 or args.shard_gb <= 0:
-        parser.error("--repeats, --size and --shard-gb must be positive")
+    if args.repeats < 1 or args.size <= 0 or args.fetch_size <= 0 or args.shard_gb <= 0:
+        parser.error("--repeats, --size, --fetch-size and --shard-gb must be positive")
     return args
 
 
@@ -82,6 +89,9 @@ def main(argv: list[str]) -> int:
     parts = args.only or list(PARTS)
     if ("scan" in parts or "memory" in parts) and shutil.which("openssl") is None:
         print("openssl not found: the throughput reference needs it", file=sys.stderr)
+        return 1
+    if "fetch" in parts and shutil.which("curl") is None:
+        print("curl not found: the fetch reference needs it", file=sys.stderr)
         return 1
     idle_check = busy_cores(1.0)
     log(f"machine: {os.cpu_count()} cores; busy before start: {idle_check:.2f} cores")
@@ -103,7 +113,17 @@ def main(argv: list[str]) -> int:
             bench_scan.memory_rows(sharded / "config.json", measured, table, log)
         if "pickle" in parts:
             bench_pickle.bench_pickle_corpus(args.corpus, args.repeats, table, log)
-    except (ChildFailed, AssertionError, OSError) as exc:
+        if "fetch" in parts:
+            recipe = Recipe(int(args.fetch_size * 2**30), int(args.shard_gb * 1e9))
+            bench_fetch.bench_fetch(
+                cached_model(args.cache, recipe),
+                args.repeats,
+                table,
+                log,
+                workdir=args.cache,
+                quiet_wait=args.quiet_wait,
+            )
+    except (ChildFailed, bench_fetch.CannotRun, AssertionError, OSError) as exc:
         print(f"benchmark could not run: {exc}", file=sys.stderr)
         return 1
     others = [samples.others for samples in measured.values()]

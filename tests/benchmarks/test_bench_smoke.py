@@ -2,7 +2,8 @@
 
 The reference tools of ``scripts/bench`` (model_signing, picklescan, fickling) are in the
 ``bench`` extra, not in the test install, so these runs use the references the suite
-always has (``openssl``) and leave the others to ``scripts/bench``.
+always has (``openssl``, ``curl``) and leave the others to ``scripts/bench``. The fetch
+benchmark runs against the suite's own registry and mlflow server (session fixtures).
 """
 
 from __future__ import annotations
@@ -14,11 +15,14 @@ from pathlib import Path
 from safetensors import safe_open
 
 import weightgate
-from tests.benchmarks import bench_pickle, bench_scan
+from tests.benchmarks import bench_fetch, bench_pickle, bench_scan
 from tests.benchmarks.measure import Table, run_child
 from tests.benchmarks.model_data import Recipe, cached_model, llama_tensors, model_files
+from tests.servers.mlflow import MlflowServer
+from tests.servers.registry import OciRegistry
 
 TINY = Recipe(total_bytes=256 * 1024, max_shard_bytes=100_000)
+SMALL = Recipe(total_bytes=4 * 1024 * 1024, max_shard_bytes=1_500_000)  # the fetch benchmark's
 
 
 def test_generated_model_is_valid_sharded_safetensors(tmp_path: Path) -> None:
@@ -131,3 +135,39 @@ def test_pickle_benchmark_runs_on_a_tiny_corpus(tmp_path: Path) -> None:
     )
     assert set(medians) == {"weightgate"}
     assert any("flags 1/1 malicious, 0/1 benign" in line for line in lines)
+
+
+def test_fetch_benchmark_runs_against_the_test_servers(
+    tmp_path: Path, oci_registry: OciRegistry, mlflow_server: MlflowServer
+) -> None:
+    directory = cached_model(tmp_path / "models", SMALL, log=False)
+    targets = [
+        bench_fetch.push_to_registry(oci_registry, directory, "bench/fetch-smoke"),
+        bench_fetch.register_in_mlflow(
+            mlflow_server, directory, mlflow_server.unique_name("bench-fetch")
+        ),
+    ]
+    table = Table()
+    lines: list[str] = []
+    for target in targets:
+        samples = bench_fetch.bench_target(
+            target,
+            repeats=1,
+            scratch=tmp_path / "scratch",
+            table=table,
+            log=lines.append,
+            quiet_wait=0,
+        )
+        assert set(samples) >= {bench_fetch.WEIGHTGATE, bench_fetch.HASHED, bench_fetch.SYNCED}
+        assert all(len(tool.runs) == 1 for tool in samples.values())
+
+    agree = [line for line in lines if "same bytes" in line and "agree on 5 digests" in line]
+    assert len(agree) == 2, lines
+    headlines = [row for row in table.rows if row.figure.startswith("fetch ")]
+    assert [row.figure for row in headlines] == [
+        "fetch 0.00 GiB, OCI registry (TLS)",
+        "fetch 0.00 GiB, MLflow artifact proxy",
+    ]
+    assert all(row.ratio.endswith("x") and row.target == ">= 0.8x" for row in headlines)
+    assert all(row.measured.endswith(" s)") and "MB/s" in row.measured for row in headlines)
+    assert sorted(path.name for path in (tmp_path / "scratch").iterdir()) == []

@@ -6,6 +6,7 @@ helpers that register models the way MLflow's client does, through the REST API 
 run, upload its artifacts through the artifact proxy, create a model version from them, set an
 alias. `mlflow_gateway` forwards to that server and can demand credentials, answer with an
 error, ignore Range headers, or replace a response: the failures a real deployment shows.
+`running_mlflow_server` starts one outside pytest (the fetch benchmark does); the fixture wraps it.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import subprocess
 import tempfile
 import threading
 from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -123,30 +125,43 @@ class MlflowServer:
         return name
 
 
-@pytest.fixture(scope="session")
-def mlflow_server() -> Iterator[MlflowServer]:
+class MlflowInstallFailed(RuntimeError):
+    """scripts/install-mlflow failed; the message carries its stderr's tail."""
+
+
+def install_mlflow() -> str:
+    """The `mlflow` command of the cached install (scripts/install-mlflow; installs if missing)."""
     installed = subprocess.run(
         [REPO / "scripts" / "install-mlflow"], capture_output=True, text=True, check=False
     )
     if installed.returncode != 0:
-        pytest.fail(f"scripts/install-mlflow failed:\n{installed.stderr[-4000:]}")
-    mlflow = installed.stdout.strip().splitlines()[-1]
-    workdir = Path(tempfile.mkdtemp(prefix="weightgate-mlflow-"))
+        raise MlflowInstallFailed(f"scripts/install-mlflow failed:\n{installed.stderr[-4000:]}")
+    return installed.stdout.strip().splitlines()[-1]
+
+
+@contextmanager
+def running_mlflow_server(directory: Path, mlflow: str | None = None) -> Iterator[MlflowServer]:
+    """`mlflow server` with its store and artifacts in `directory` until the block ends.
+
+    Usable outside pytest; the caller owns `directory` and removes it. `mlflow` is the command
+    (default: `install_mlflow()`).
+    """
+    mlflow = mlflow or install_mlflow()
     port = free_port()
     # env -C: mlflow writes nothing into the working directory; no telemetry leaves.
     argv: list[str | Path] = [
         "env",
         "-C",
-        workdir,
+        directory,
         "MLFLOW_DISABLE_TELEMETRY=true",
         "DO_NOT_TRACK=true",
     ]
     argv += ["MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false", mlflow]  # no job runners: not needed
     argv += ["server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
-    argv += ["--backend-store-uri", f"sqlite:///{workdir / 'mlflow.db'}"]
-    argv += ["--serve-artifacts", "--artifacts-destination", str(workdir / "artifacts")]
+    argv += ["--backend-store-uri", f"sqlite:///{directory / 'mlflow.db'}"]
+    argv += ["--serve-artifacts", "--artifacts-destination", str(directory / "artifacts")]
     argv += ["--allowed-hosts", f"127.0.0.1:{port},localhost:{port}"]
-    server = ServerProcess("mlflow server", argv, workdir / "mlflow.log")
+    server = ServerProcess("mlflow server", argv, directory / "mlflow.log")
     url = f"http://127.0.0.1:{port}"
 
     def healthy() -> bool:
@@ -158,11 +173,26 @@ def mlflow_server() -> Iterator[MlflowServer]:
     try:
         server.start()
         server.wait_ready(healthy, timeout=180)
-        mlflow_server = MlflowServer(url, workdir / "artifacts")
-        yield mlflow_server
-        mlflow_server.client.close()
+        mlflow_server = MlflowServer(url, directory / "artifacts")
+        try:
+            yield mlflow_server
+        finally:
+            mlflow_server.client.close()
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def mlflow_server() -> Iterator[MlflowServer]:
+    try:
+        mlflow = install_mlflow()
+    except MlflowInstallFailed as error:
+        pytest.fail(str(error))
+    workdir = Path(tempfile.mkdtemp(prefix="weightgate-mlflow-"))
+    try:
+        with running_mlflow_server(workdir, mlflow) as server:
+            yield server
+    finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
 

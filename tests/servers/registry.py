@@ -8,6 +8,7 @@ this process (the part a real deployment delegates to docker_auth or a cloud IAM
 basic credentials and signs ES256 tokens the registry verifies by key thumbprint. All keep their
 blobs in a temporary directory, so a test can tamper with a stored blob (`blob_data_path`) the
 way a compromised storage backend would. The binary comes from `scripts/controlplane`.
+`running_registry` starts one outside pytest (the fetch benchmark does); the fixtures wrap it.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import urllib.parse
 import urllib.request
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -259,31 +261,44 @@ def _answers(url: str, context: ssl.SSLContext) -> bool:
         return False
 
 
-@pytest.fixture(scope="session")
-def registry_ca() -> Iterator[tuple[CertificateAuthority, Path]]:
-    """A CA for the registries' serving certificates, and its PEM file."""
-    directory = Path(tempfile.mkdtemp(prefix="weightgate-registry-ca-"))
+def new_registry_ca(directory: Path) -> tuple[CertificateAuthority, Path]:
+    """A CA for registries' serving certificates, and its PEM file (written into `directory`)."""
     authority = CertificateAuthority("weightgate-test-registry-ca")
     bundle = directory / "ca.crt"
     bundle.write_bytes(authority.cert_pem)
-    yield authority, bundle
-    shutil.rmtree(directory, ignore_errors=True)
+    return authority, bundle
 
 
-def _run_registry(
-    ca: tuple[CertificateAuthority, Path],
-    root: Path,
+@contextmanager
+def running_registry(
+    directory: Path,
+    ca: tuple[CertificateAuthority, Path] | None = None,
     auth: dict[str, Any] | None = None,
     credentials: tuple[str, str] | None = None,
     auth_backend: str = "token",
 ) -> Iterator[OciRegistry]:
-    authority, bundle = ca
+    """The registry serving over TLS from `directory` until the block ends (outside pytest too).
+
+    Its config, certificate, storage and log go into `directory`, which the caller owns and
+    removes.
+
+    Args:
+        directory: An existing directory for the registry's files.
+        ca: The CA that signs the serving certificate, and its PEM file; a new one (in
+            `directory`) when None.
+        auth: The registry's `auth` configuration section (htpasswd, token); open when None.
+        credentials: What clients should send (for `OciRegistry.client`).
+        auth_backend: oras-py's backend: "basic" for htpasswd, "token" for bearer tokens.
+    """
+    authority, bundle = ca or new_registry_ca(directory)
     binary = Binaries.build().registry
     port = free_port()
-    cert, key = authority.issue_server("registry", ["127.0.0.1", "localhost"]).write(root, "tls")
-    config = root / "config.yml"
-    config.write_text(_config(root, port, cert, key, auth))
-    server = ServerProcess("registry", [binary, "serve", config], root / "registry.log")
+    cert, key = authority.issue_server("registry", ["127.0.0.1", "localhost"]).write(
+        directory, "tls"
+    )
+    config = directory / "config.yml"
+    config.write_text(_config(directory, port, cert, key, auth))
+    server = ServerProcess("registry", [binary, "serve", config], directory / "registry.log")
     context = ssl.create_default_context(cafile=str(bundle))
     try:
         server.start()
@@ -291,7 +306,7 @@ def _run_registry(
         yield OciRegistry(
             f"127.0.0.1:{port}",
             bundle,
-            root / "storage",
+            directory / "storage",
             server.log_path,
             credentials,
             auth_backend,
@@ -301,11 +316,22 @@ def _run_registry(
 
 
 @pytest.fixture(scope="session")
+def registry_ca() -> Iterator[tuple[CertificateAuthority, Path]]:
+    """A CA for the registries' serving certificates, and its PEM file."""
+    directory = Path(tempfile.mkdtemp(prefix="weightgate-registry-ca-"))
+    try:
+        yield new_registry_ca(directory)
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
 def oci_registry(registry_ca: tuple[CertificateAuthority, Path]) -> Iterator[OciRegistry]:
     """An open registry on loopback, over TLS."""
     root = Path(tempfile.mkdtemp(prefix="weightgate-registry-"))
     try:
-        yield from _run_registry(registry_ca, root)
+        with running_registry(root, registry_ca) as registry:
+            yield registry
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
@@ -318,7 +344,8 @@ def oci_auth_registry(registry_ca: tuple[CertificateAuthority, Path]) -> Iterato
         htpasswd = root / "htpasswd"
         htpasswd.write_text(f"{USERNAME}:{PASSWORD_BCRYPT}\n")
         auth = {"htpasswd": {"realm": "weightgate-test", "path": str(htpasswd)}}
-        yield from _run_registry(registry_ca, root, auth, (USERNAME, PASSWORD), "basic")
+        with running_registry(root, registry_ca, auth, (USERNAME, PASSWORD), "basic") as registry:
+            yield registry
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
@@ -349,6 +376,7 @@ def oci_token_registry(
         }
     }
     try:
-        yield from _run_registry(registry_ca, root, auth, (USERNAME, PASSWORD))
+        with running_registry(root, registry_ca, auth, (USERNAME, PASSWORD)) as registry:
+            yield registry
     finally:
         shutil.rmtree(root, ignore_errors=True)
