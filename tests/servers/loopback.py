@@ -13,9 +13,12 @@ import re
 import socket
 import ssl
 import sys
+import tempfile
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -77,6 +80,13 @@ class QuietHandler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:
         """Log nothing: servers record what tests need to see themselves."""
+
+
+@contextmanager
+def server_directory(prefix: str) -> Iterator[Path]:
+    """A temporary directory for a test server's state, removed afterwards."""
+    with tempfile.TemporaryDirectory(prefix=prefix, ignore_cleanup_errors=True) as directory:
+        yield Path(directory)
 
 
 def byte_range(header: str | None, size: int) -> tuple[int, int] | None:

@@ -13,10 +13,8 @@ from __future__ import annotations
 
 import itertools
 import json
-import shutil
 import ssl
 import subprocess
-import tempfile
 import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -30,6 +28,7 @@ import pytest
 from tests.conftest import REPO
 from tests.controlplane.pki import CertificateAuthority
 from tests.controlplane.processes import ServerProcess, free_port
+from tests.servers.loopback import server_directory
 
 Json = dict[str, Any]
 Content = bytes | Path
@@ -188,12 +187,11 @@ def mlflow_server() -> Iterator[MlflowServer]:
         mlflow = install_mlflow()
     except MlflowInstallFailed as error:
         pytest.fail(str(error))
-    workdir = Path(tempfile.mkdtemp(prefix="weightgate-mlflow-"))
-    try:
-        with running_mlflow_server(workdir, mlflow) as server:
-            yield server
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+    with (
+        server_directory("weightgate-mlflow-") as workdir,
+        running_mlflow_server(workdir, mlflow) as server,
+    ):
+        yield server
 
 
 class Gateway:

@@ -17,7 +17,6 @@ import base64
 import hashlib
 import http.server
 import json
-import shutil
 import ssl
 import tempfile
 import threading
@@ -41,6 +40,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from tests.controlplane.cluster import Binaries
 from tests.controlplane.pki import CertificateAuthority
 from tests.controlplane.processes import ServerProcess, free_port
+from tests.servers.loopback import server_directory
 
 USERNAME = "weightgate"
 PASSWORD = "test-password-not-secret"
@@ -318,47 +318,40 @@ def running_registry(
 @pytest.fixture(scope="session")
 def registry_ca() -> Iterator[tuple[CertificateAuthority, Path]]:
     """A CA for the registries' serving certificates, and its PEM file."""
-    directory = Path(tempfile.mkdtemp(prefix="weightgate-registry-ca-"))
-    try:
+    with server_directory("weightgate-registry-ca-") as directory:
         yield new_registry_ca(directory)
-    finally:
-        shutil.rmtree(directory, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
 def oci_registry(registry_ca: tuple[CertificateAuthority, Path]) -> Iterator[OciRegistry]:
     """An open registry on loopback, over TLS."""
-    root = Path(tempfile.mkdtemp(prefix="weightgate-registry-"))
-    try:
-        with running_registry(root, registry_ca) as registry:
-            yield registry
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
+    with (
+        server_directory("weightgate-registry-") as root,
+        running_registry(root, registry_ca) as registry,
+    ):
+        yield registry
 
 
 @pytest.fixture(scope="session")
 def oci_auth_registry(registry_ca: tuple[CertificateAuthority, Path]) -> Iterator[OciRegistry]:
     """A registry that requires basic auth (USERNAME / PASSWORD, from an htpasswd file)."""
-    root = Path(tempfile.mkdtemp(prefix="weightgate-registry-basic-"))
-    try:
+    with server_directory("weightgate-registry-basic-") as root:
         htpasswd = root / "htpasswd"
         htpasswd.write_text(f"{USERNAME}:{PASSWORD_BCRYPT}\n")
         auth = {"htpasswd": {"realm": "weightgate-test", "path": str(htpasswd)}}
-        with running_registry(root, registry_ca, auth, (USERNAME, PASSWORD), "basic") as registry:
+        credentials = (USERNAME, PASSWORD)
+        with running_registry(root, registry_ca, auth, credentials, "basic") as registry:
             yield registry
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
 def oci_token_server(registry_ca: tuple[CertificateAuthority, Path]) -> Iterator[TokenServer]:
     """The token service in front of `oci_token_registry` (counts the tokens it was asked for)."""
-    directory = Path(tempfile.mkdtemp(prefix="weightgate-registry-token-"))
-    try:
-        with TokenServer(registry_ca[0], directory) as server:
-            yield server
-    finally:
-        shutil.rmtree(directory, ignore_errors=True)
+    with (
+        server_directory("weightgate-registry-token-") as directory,
+        TokenServer(registry_ca[0], directory) as server,
+    ):
+        yield server
 
 
 @pytest.fixture(scope="session")
@@ -366,7 +359,6 @@ def oci_token_registry(
     registry_ca: tuple[CertificateAuthority, Path], oci_token_server: TokenServer
 ) -> Iterator[OciRegistry]:
     """A registry that requires bearer tokens from `oci_token_server` (USERNAME / PASSWORD)."""
-    root = Path(tempfile.mkdtemp(prefix="weightgate-registry-bearer-"))
     auth = {
         "token": {
             "realm": oci_token_server.realm,
@@ -375,8 +367,8 @@ def oci_token_registry(
             "rootcertbundle": str(oci_token_server.signer_bundle),
         }
     }
-    try:
-        with running_registry(root, registry_ca, auth, (USERNAME, PASSWORD)) as registry:
-            yield registry
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
+    with (
+        server_directory("weightgate-registry-bearer-") as root,
+        running_registry(root, registry_ca, auth, (USERNAME, PASSWORD)) as registry,
+    ):
+        yield registry
