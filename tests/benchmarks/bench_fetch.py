@@ -10,7 +10,8 @@ Measured (rotating order each round, medians of the repeats, warm page cache):
 - weightgate: ``fetch(reference, SourceSettings(cache_dir=<fresh empty dir>, ca_bundle=...))``
   in this process, from the call to verified blobs in the cache: resolve, download, sha256
   in the same pass (checked against the layer digest for OCI; MLflow publishes none, so the
-  benchmark checks the computed digests), fdatasync, commit.
+  benchmark checks the computed digests), commit (with the cache's durable record of an
+  unsynced blob, not an fdatasync of its bytes: see ``weightgate.sources.cache``).
 - the reference: ``curl`` writing the same blobs to files. Which invocation is the fastest
   is measured, not assumed: on the first (untimed) pass each candidate runs once and the
   fastest is timed from then on. The candidates, all with the same concurrency as the

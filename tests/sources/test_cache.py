@@ -11,7 +11,16 @@ import time
 from multiprocessing.synchronize import Event
 from pathlib import Path
 
-from weightgate.sources.cache import STALE_SECONDS, ModelCache, file_key, identifies_content
+import pytest
+
+from weightgate.sources import cache as cache_module
+from weightgate.sources.cache import (
+    SETTLED_SECONDS,
+    STALE_SECONDS,
+    ModelCache,
+    file_key,
+    identifies_content,
+)
 from weightgate.sources.model import RemoteFile, ResolvedModel
 
 
@@ -162,5 +171,84 @@ def test_sweep_removes_stale_partials_and_locks_but_not_fresh_or_busy_ones(tmp_p
         swept = sorted(cache.sweep())
 
     assert swept == ["orphan", "stale"]
-    assert sorted(os.listdir(cache.partials)) == ["busy", "fresh"]
+    assert sorted(os.listdir(cache.partial("any").parent)) == ["busy", "fresh"]
     assert sorted(os.listdir(tmp_path / "locks")) == ["busy.lock"]
+
+
+def test_a_commit_is_recorded_as_unsynced_and_trusted_in_the_same_boot(tmp_path: Path) -> None:
+    cache = ModelCache(tmp_path, boot="boot-1")
+    digest = add_blob(cache, b"abc", "k", used=time.time())
+
+    assert os.listdir(tmp_path / "unsynced" / "boot-1") == [digest]
+    os.chmod(cache.blob(digest), 0o644)
+    cache.blob(digest).write_bytes(b"xyz")  # same size: only a re-hash could tell
+
+    assert cache.lookup("k", RemoteFile("x", 3), None) == digest  # the page cache is the truth
+
+
+def test_in_another_boot_an_unsynced_blob_is_rehashed_once_then_trusted(tmp_path: Path) -> None:
+    digest = add_blob(ModelCache(tmp_path, boot="boot-1"), b"abc", "k", used=time.time())
+    cache = ModelCache(tmp_path, boot="boot-2")
+
+    assert cache.lookup("k", RemoteFile("x", 3), None) == digest
+    assert os.listdir(tmp_path / "unsynced" / "boot-1") == []  # synced: no second re-hash
+    assert cache.blob(digest).read_bytes() == b"abc"
+
+
+def test_in_another_boot_an_unsynced_blob_that_lost_its_bytes_is_deleted(tmp_path: Path) -> None:
+    digest = add_blob(ModelCache(tmp_path, boot="boot-1"), b"abc", "k", used=time.time())
+    blob = tmp_path / "blobs" / "sha256" / digest
+    os.chmod(blob, 0o644)
+    blob.write_bytes(b"\0\0\0")  # what a crash before writeback can leave
+    cache = ModelCache(tmp_path, boot="boot-2")
+
+    assert cache.lookup("other", RemoteFile("x", 3, digest), None) is None
+    assert not blob.exists()
+    assert os.listdir(tmp_path / "unsynced" / "boot-1") == []
+
+
+def test_sweep_syncs_and_drops_settled_records_of_this_boot_only(tmp_path: Path) -> None:
+    cache = ModelCache(tmp_path, boot="boot-1")
+    digest = add_blob(cache, b"abc", "k", used=time.time())
+    (tmp_path / "unsynced" / "boot-0").mkdir()
+    (tmp_path / "unsynced" / "boot-0" / digest).touch()
+
+    cache.sweep()
+    assert os.listdir(tmp_path / "unsynced" / "boot-1") == [digest]  # not settled yet
+
+    cache.sweep(now=time.time() + SETTLED_SECONDS + 1)
+    assert os.listdir(tmp_path / "unsynced" / "boot-1") == []
+    assert os.listdir(tmp_path / "unsynced" / "boot-0") == [digest]  # still to be re-hashed
+
+
+def test_partials_of_another_boot_are_never_resumed_and_swept_when_unlocked(
+    tmp_path: Path,
+) -> None:
+    before = ModelCache(tmp_path, boot="boot-1")
+    before.partial("k").write_bytes(b"half")
+    before.partial("busy").write_bytes(b"half")
+    after = ModelCache(tmp_path, boot="boot-2")
+
+    assert not after.partial("k").exists()
+    with after.locked("busy"):
+        assert sorted(after.sweep()) == ["k"]
+    assert os.listdir(tmp_path / "partial" / "boot-1") == ["busy"]  # its download goes on
+
+    assert after.sweep() == ["busy"]
+    assert sorted(os.listdir(tmp_path / "partial")) == ["boot-2"]
+
+
+def test_without_a_boot_id_a_blob_is_synced_before_its_commit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    synced: list[int] = []
+    real_fdatasync = os.fdatasync
+    monkeypatch.setattr(cache_module, "current_boot", lambda: None)
+    monkeypatch.setattr(os, "fdatasync", lambda fd: synced.append(fd) or real_fdatasync(fd))
+    cache = ModelCache(tmp_path)
+
+    digest = add_blob(cache, b"abc", "k", used=time.time())
+
+    assert len(synced) == 1
+    assert os.listdir(tmp_path / "unsynced") == []
+    assert cache.lookup("k", RemoteFile("x", 3), None) == digest

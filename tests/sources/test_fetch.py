@@ -54,7 +54,7 @@ def blobs(cache: Path) -> list[str]:
 
 
 def partials(cache: Path) -> dict[str, int]:
-    return {entry.name: entry.stat().st_size for entry in (cache / "partial").iterdir()}
+    return {path.name: path.stat().st_size for path in (cache / "partial").glob("*/*")}
 
 
 def test_fetches_and_materializes_a_real_model_verified(

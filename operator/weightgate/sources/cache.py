@@ -3,12 +3,15 @@
 Layout under ``SourceSettings.cache_dir``::
 
     blobs/sha256/<hex>   verified content, read-only (0444). A blob appears only through an
-                         os.replace of a file whose size and sha256 were checked and whose
-                         bytes are on disk (fdatasync, as containerd's content store does), so
-                         a partial file is never visible as complete, not even after a crash.
-                         Its mtime is its last use (least-recently-used eviction).
-    partial/<key>        a download in progress or interrupted; the next fetch hashes what is
-                         there and resumes from its length.
+                         os.replace of a file whose size and sha256 were checked, so a partial
+                         file is never visible as complete. Its mtime is its last use
+                         (least-recently-used eviction).
+    unsynced/<boot>/<hex>
+                         a blob committed during boot <boot> whose bytes may still be only in
+                         the page cache (see below).
+    partial/<boot>/<key> a download in progress or interrupted during boot <boot>; the next
+                         fetch in the same boot hashes what is there and resumes from its
+                         length.
     locks/<key>.lock     flock'ed by whoever downloads <key>; everyone else waits, then finds
                          the blob. Removed (while held) once the blob exists.
     index/<key>          the sha256 a key's download produced, for files whose source gave no
@@ -17,10 +20,24 @@ Layout under ``SourceSettings.cache_dir``::
 A key names one remote file (see :func:`file_key`): its sha256 when the source vouches for
 one, else the revision, path, size, ETag and locator.
 
+Durability without waiting for the disk: an fdatasync of every blob before its commit (what
+containerd's content store does) would hold each fetch to the disk's write speed, well below
+the network's on loopback or a fast cluster network. Only a crash of the machine can lose
+bytes that reached the page cache, and a crash changes the boot id
+(``/proc/sys/kernel/random/boot_id``). So before a blob's name appears, an empty record
+``unsynced/<boot>/<hex>`` is made durable (a file creation and a directory fsync, not the
+data). Within the same boot the page cache is the truth and the blob is trusted. In any other
+boot, the first lookup re-hashes the blob: the right bytes are synced and the record dropped,
+wrong ones are deleted and downloaded again. Records of this boot old enough for the kernel
+to have written the data back are synced (cheaply) and dropped by :meth:`ModelCache.sweep`.
+Partials are resumed only in the boot that wrote them, for the same reason. Where the boot id
+cannot be read, every blob is fdatasync'ed before its commit instead.
+
 Housekeeping: after each commit, least-recently-used blobs are deleted while the blobs total
-more than the limit (never those of the model being fetched); index entries of deleted blobs
-go with them. Partials untouched for :data:`STALE_SECONDS` (a download that nobody resumed)
-are deleted with their lock files, under the lock.
+more than the limit (never those of the model being fetched); index entries and records of
+deleted blobs go with them. Partials untouched for :data:`STALE_SECONDS` (a download that
+nobody resumed), or written in another boot, are deleted with their lock files, under the
+lock.
 
 Standard library only: ``fcntl.flock`` excludes other threads (each holder opens its own file
 description) and other processes alike, and the kernel drops it when a holder dies.
@@ -34,7 +51,6 @@ import os
 import threading
 import time
 from collections.abc import Collection, Iterator
-from concurrent.futures import Executor, Future, wait
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,9 +58,12 @@ from pathlib import Path
 from weightgate.sources.model import RemoteFile, ResolvedModel
 
 CHUNK_BYTES = 1024 * 1024
-SYNC_BYTES = 64 * 1024 * 1024  # flush to disk in the background while the download goes on
 STALE_SECONDS = 24 * 3600
 """Partials (and their lock files) untouched this long are deleted by :meth:`ModelCache.sweep`."""
+SETTLED_SECONDS = 120
+"""Records of this boot this old are synced and dropped by :meth:`ModelCache.sweep`: the
+kernel writes dirty pages back within about 30 s, so the fdatasync finds little to do."""
+UNKNOWN_BOOT = "unknown-boot"
 
 
 def file_key(model: ResolvedModel, file: RemoteFile) -> str:
@@ -72,6 +91,15 @@ def identifies_content(model: ResolvedModel, file: RemoteFile) -> bool:
     return bool(file.sha256 or file.etag or model.revision)
 
 
+def current_boot() -> str | None:
+    """This machine's boot id (a new one after every boot), or None where there is none."""
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return None
+    return boot if boot and "/" not in boot and not boot.startswith(".") else None
+
+
 @dataclass
 class KeyLock:
     """An exclusive hold on one key; set `finished` once the blob exists (drops the lock file)."""
@@ -83,23 +111,27 @@ class KeyLock:
 class ModelCache:
     """The cache directory: blobs, partials, locks and index (see the module docstring)."""
 
-    def __init__(self, root: Path) -> None:
-        """Use (and create) the cache at `root`."""
+    def __init__(self, root: Path, boot: str | None = None) -> None:
+        """Use (and create) the cache at `root`; `boot` defaults to :func:`current_boot`."""
         self.root = root
+        self.boot = boot if boot is not None else current_boot()
         self.blobs = root / "blobs" / "sha256"
         self.partials = root / "partial"
+        self.unsynced = root / "unsynced"
         self.locks = root / "locks"
         self.index = root / "index"
-        for directory in (self.blobs, self.partials, self.locks, self.index):
-            directory.mkdir(parents=True, exist_ok=True)
+        for directory in (self.blobs, self.partials, self.unsynced, self.locks, self.index):
+            _make_durable_directory(directory)
 
     def blob(self, sha256: str) -> Path:
         """Where the verified content with digest `sha256` lives (whether or not it exists)."""
         return self.blobs / sha256
 
     def partial(self, key: str) -> Path:
-        """The partial download of `key`."""
-        return self.partials / key
+        """The partial download of `key` in this boot (its directory is created)."""
+        directory = self.partials / (self.boot or UNKNOWN_BOOT)
+        directory.mkdir(exist_ok=True)
+        return directory / key
 
     @contextmanager
     def locked(self, key: str, blocking: bool = True) -> Iterator[KeyLock | None]:
@@ -133,14 +165,15 @@ class ModelCache:
         """The sha256 of `file`'s blob when the cache has it (and mark it used), else None.
 
         Without a digest from the source, the index says which blob a key produced; an entry
-        is trusted when `trusted_since` is None or the entry is at least that recent.
+        is trusted when `trusted_since` is None or the entry is at least that recent. A blob
+        committed in another boot and never synced is re-hashed first (module docstring).
         """
         sha256 = file.sha256 or self._indexed(key, trusted_since)
         if sha256 is None:
             return None
         blob = self.blob(sha256)
         try:
-            if blob.stat().st_size != file.size:
+            if blob.stat().st_size != file.size or not self._survived_boots(sha256):
                 return None
             with suppress(PermissionError):  # a shared cache: another user's blob
                 os.utime(blob)
@@ -152,6 +185,10 @@ class ModelCache:
         """Make `key`'s verified partial the blob `sha256` (atomically); index it if asked."""
         blob = self.blob(sha256)
         partial = self.partial(key)
+        if self.boot is None:
+            _fdatasync(partial)
+        else:
+            self._record_unsynced(sha256)  # durable before the blob's name can be
         os.chmod(partial, 0o444)
         os.replace(partial, blob)
         os.utime(blob)
@@ -188,6 +225,7 @@ class ModelCache:
                 if name in keep:
                     continue
                 self.blob(name).unlink(missing_ok=True)
+                self._drop_records(name)
                 total -= size
                 evicted.append(name)
             if evicted:
@@ -195,8 +233,10 @@ class ModelCache:
             return evicted
 
     def sweep(self, now: float | None = None) -> list[str]:
-        """Delete partials (and their locks) untouched for STALE_SECONDS; returns their keys."""
-        cutoff = (time.time() if now is None else now) - STALE_SECONDS
+        """Housekeeping (module docstring); returns the keys of the partials deleted."""
+        now = time.time() if now is None else now
+        self._sync_settled_records(now - SETTLED_SECONDS)
+        cutoff = now - STALE_SECONDS
         swept: list[str] = []
         for entry in os.scandir(self.locks):
             key = entry.name.removesuffix(".lock")
@@ -211,13 +251,20 @@ class ModelCache:
                 partial.unlink(missing_ok=True)
                 lock.finished = True
                 swept.append(key)
-        for entry in os.scandir(self.partials):  # partials whose lock file is already gone
-            if not _modified_after(Path(entry.path), cutoff):
+        for boot in _subdirectories(self.partials):
+            this_boot = boot.name == (self.boot or UNKNOWN_BOOT)
+            for entry in os.scandir(boot):  # partials of other boots; those without a lock
+                path = Path(entry.path)
+                if this_boot and _modified_after(path, cutoff):
+                    continue
                 with self.locked(entry.name, blocking=False) as lock:
-                    if lock is not None and not _modified_after(Path(entry.path), cutoff):
-                        Path(entry.path).unlink(missing_ok=True)
+                    if lock is not None and (not this_boot or not _modified_after(path, cutoff)):
+                        path.unlink(missing_ok=True)
                         lock.finished = True
                         swept.append(entry.name)
+            if not this_boot:
+                with suppress(OSError):  # not empty: another node's download (shared cache)
+                    boot.rmdir()
         return swept
 
     def blob_bytes(self) -> int:
@@ -227,6 +274,47 @@ class ModelCache:
             with suppress(FileNotFoundError):
                 total += entry.stat().st_size
         return total
+
+    def _record_unsynced(self, sha256: str) -> None:
+        """A durable record that blob `sha256` may be only in this boot's page cache."""
+        assert self.boot is not None
+        directory = self.unsynced / self.boot
+        _make_durable_directory(directory)
+        (directory / sha256).touch()
+        _fsync_directory(directory)
+
+    def _survived_boots(self, sha256: str) -> bool:
+        """False (and the blob deleted) when a blob written in another boot lost its bytes."""
+        records = [
+            boot / sha256
+            for boot in _subdirectories(self.unsynced)
+            if boot.name != self.boot and (boot / sha256).exists()
+        ]
+        if not records:
+            return True
+        blob = self.blob(sha256)
+        if _sha256_of(blob) != sha256:  # the machine went down before the bytes were written
+            blob.unlink(missing_ok=True)
+            self._drop_records(sha256)
+            return False
+        _fdatasync(blob)
+        for record in records:
+            record.unlink(missing_ok=True)
+        return True
+
+    def _sync_settled_records(self, settled_before: float) -> None:
+        """Sync the blobs of this boot's records older than `settled_before`; drop the records."""
+        if self.boot is None or not (self.unsynced / self.boot).is_dir():
+            return
+        for entry in os.scandir(self.unsynced / self.boot):
+            with suppress(FileNotFoundError):
+                if entry.stat().st_mtime < settled_before:
+                    _fdatasync(self.blob(entry.name))
+                    os.unlink(entry.path)
+
+    def _drop_records(self, sha256: str) -> None:
+        for boot in _subdirectories(self.unsynced):
+            (boot / sha256).unlink(missing_ok=True)
 
     def _indexed(self, key: str, trusted_since: float | None) -> str | None:
         entry = self.index / key
@@ -248,12 +336,9 @@ class ModelCache:
 class PartialDownload:
     """A partial download open for appending, and the sha256 of the bytes it holds."""
 
-    def __init__(self, path: Path, size: int, resumable: bool, syncer: Executor) -> None:
+    def __init__(self, path: Path, size: int, resumable: bool) -> None:
         """Open `path` to append; hash what it holds, unless not `resumable` or too long."""
         self.path = path
-        self.syncer = syncer
-        self.syncing: Future[None] | None = None
-        self.synced = 0
         self.resumable = resumable
         self.hasher = hashlib.sha256()
         self.output = path.open("ab", buffering=CHUNK_BYTES)  # sources send small pieces
@@ -274,31 +359,58 @@ class PartialDownload:
         return dropped
 
     def append(self, chunk: bytes) -> None:
-        """Write and hash `chunk`; every SYNC_BYTES, start flushing to disk in the background."""
+        """Write and hash `chunk`."""
         self.output.write(chunk)
         self.hasher.update(chunk)
         self.length += len(chunk)
-        if self.length - self.synced >= SYNC_BYTES and (
-            self.syncing is None or self.syncing.done()
-        ):
-            self.output.flush()
-            self.synced = self.length
-            self.syncing = self.syncer.submit(os.fdatasync, self.output.fileno())
-
-    def make_durable(self) -> None:
-        """Every byte on disk, so that a crash cannot leave a committed blob half-written."""
-        self.output.flush()
-        if self.syncing is not None:
-            self.syncing.result()
-        os.fdatasync(self.output.fileno())
 
     def __enter__(self) -> PartialDownload:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        if self.syncing is not None:
-            wait([self.syncing])  # it uses our descriptor
         self.output.close()
+
+
+def _sha256_of(path: Path) -> str | None:
+    hasher = hashlib.sha256()
+    try:
+        with path.open("rb") as content:
+            while chunk := content.read(CHUNK_BYTES):
+                hasher.update(chunk)
+    except FileNotFoundError:
+        return None
+    return hasher.hexdigest()
+
+
+def _fdatasync(path: Path) -> None:
+    """Every byte of `path` on disk (any descriptor of the inode flushes its pages)."""
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fdatasync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def _fsync_directory(directory: Path) -> None:
+    descriptor = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def _make_durable_directory(directory: Path) -> None:
+    """Create `directory` (and parents); a new one's entry is synced in its parent."""
+    if directory.is_dir():
+        return
+    _make_durable_directory(directory.parent)
+    with suppress(FileExistsError):
+        directory.mkdir()
+    _fsync_directory(directory.parent)
+
+
+def _subdirectories(directory: Path) -> list[Path]:
+    return [Path(entry.path) for entry in os.scandir(directory) if entry.is_dir()]
 
 
 def _same_file(descriptor: int, path: Path) -> bool:

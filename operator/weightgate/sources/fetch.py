@@ -2,9 +2,10 @@
 
 Each file is streamed once from its source: written to a partial file and hashed in the same
 pass (1 MiB chunks, no second read), checked against the announced size and, when the source
-vouches for one, the sha256, then committed as a read-only blob (see :mod:`.cache`). Files of
-one model download in parallel (a few threads: hashing and writing release the GIL). Only one
-thread or process downloads a given file; the others wait on its lock and find the blob.
+vouches for one, the sha256, then committed as a read-only blob (see :mod:`.cache`, also for
+how blobs survive a crash without waiting for the disk). Files of one model download in
+parallel (a few threads: hashing and writing release the GIL). Only one thread or process
+downloads a given file; the others wait on its lock and find the blob.
 
 A download that fails part-way keeps its partial file; the retries (:func:`.retry.with_retries`)
 and later fetches resume from its length. Bytes beyond the announced size, or a wrong digest,
@@ -79,7 +80,6 @@ class _Fetch:
         self.cancelled = threading.Event()
         self.keep = {file.sha256 for file in model.files if file.sha256}  # never evicted
         self.keep_lock = threading.Lock()
-        self.syncer = ThreadPoolExecutor(PARALLEL_FILES, thread_name_prefix="weightgate-fsync")
 
     def file(self, file: RemoteFile) -> FetchedFile:
         """Find `file` in the cache or download it; the blob is marked used."""
@@ -127,10 +127,7 @@ class _Fetch:
     def _download(self, key: str, file: RemoteFile, resumable: bool) -> str:
         what = f"{self.model.reference}: {file.path}"
         try:
-            partial_file = PartialDownload(
-                self.cache.partial(key), file.size, resumable, self.syncer
-            )
-            with partial_file as partial:
+            with PartialDownload(self.cache.partial(key), file.size, resumable) as partial:
                 self.progress.advance(file.path, partial.length)
                 with_retries(self.settings, lambda: self._attempt(partial, file, what))
                 sha256 = partial.hasher.hexdigest()
@@ -139,7 +136,6 @@ class _Fetch:
                         f"{what}: the downloaded bytes have sha256 {sha256}, but the pin (or "
                         f"the source itself) declared {file.sha256}: not the pinned content"
                     )
-                partial.make_durable()
         except VerificationFailed:
             self.cache.discard(key)  # these bytes can never become the blob
             raise
@@ -175,8 +171,7 @@ def fetch_model(
     """Fetch every file of `model` into the cache, verified; files already there are reused."""
     settings.check_model_size(model.reference, model.total_size, len(model.files))
     fetch = _Fetch(model, source, settings, _Progress(progress, model.total_size))
-    with fetch.syncer:
-        files = _fetch_files(fetch)
+    files = _fetch_files(fetch)
     fetch.cache.sweep()
     return FetchedModel(model, tuple(sorted(files, key=lambda f: f.path)))
 
