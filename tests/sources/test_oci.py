@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import base64
-import gzip
 import hashlib
-import io
 import json
 import os
-import tarfile
 import time
 from pathlib import Path
 
@@ -36,8 +33,8 @@ from weightgate.sources.oci import OciSource
 from weightgate.sources.oci_manifest import (
     OCI_INDEX,
     OCI_MANIFEST,
-    files_of_manifest,
     parse_reference,
+    read_manifest,
 )
 from weightgate.sources.registry import source_for
 
@@ -244,64 +241,74 @@ def test_a_manifest_over_the_size_limit_is_refused(
         source.resolve(minilm[0])
 
 
-def test_an_image_index_is_refused_naming_its_manifests(
+def put_index(
+    registry: OciRegistry, repository_tag: str, children: list[tuple[str, dict[str, str]]]
+) -> str:
+    """An image index of `children` (digest, platform); returns the index digest."""
+    entries = [
+        {
+            "mediaType": OCI_MANIFEST,
+            "digest": digest,
+            "size": len(registry.blob_data_path(digest).read_bytes()),
+            "platform": platform,
+        }
+        for digest, platform in children
+    ]
+    index = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": entries}
+    return registry.put_manifest(repository_tag, json.dumps(index).encode(), OCI_INDEX)
+
+
+def test_a_multi_platform_index_is_pinned_by_its_digest_when_all_platforms_agree(
     source: OciSource, oci_registry: OciRegistry, minilm: tuple[str, str]
 ) -> None:
-    child = minilm[1]
-    size = len(oci_registry.blob_data_path(child).read_bytes())
-    index = {
-        "schemaVersion": 2,
-        "mediaType": OCI_INDEX,
-        "manifests": [
-            {
-                "mediaType": "application/vnd.oci.image.manifest.v1+json",
-                "digest": child,
-                "size": size,
-                "platform": {"os": "linux", "architecture": "amd64"},
-            }
-        ],
-    }
-    oci_registry.put_manifest("models/minilm:multi", json.dumps(index).encode(), OCI_INDEX)
-    with pytest.raises(UnsupportedReference, match=f"image index \\(of {child}\\)"):
-        source.resolve(f"oci://{oci_registry.host}/models/minilm:multi")
+    amd64, arm64 = (
+        {"os": "linux", "architecture": "amd64"},
+        {"os": "linux", "architecture": "arm64"},
+    )
+    attestation = {"os": "unknown", "architecture": "unknown"}  # buildkit's provenance
+    children = [(minilm[1], amd64), (minilm[1], arm64), (minilm[1], attestation)]
+    digest = put_index(oci_registry, "models/minilm:multi", children)
+
+    resolved = source.resolve(f"oci://{oci_registry.host}/models/minilm:multi")
+
+    assert resolved.revision == digest  # what the tag names, for every node alike
+    assert {file.path for file in resolved.files} == set(MINILM_FILES)
 
 
-def test_a_container_image_such_as_a_modelcar_is_refused(
-    source: OciSource, oci_registry: OciRegistry, tmp_path: Path
+def test_an_index_whose_platforms_carry_different_models_is_refused(
+    source: OciSource, oci_registry: OciRegistry, minilm: tuple[str, str], tmp_path: Path
 ) -> None:
-    # A KServe modelcar: the model under /models inside a gzipped tar layer, no titles.
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w") as archive:
-        data = os.urandom(64)
-        info = tarfile.TarInfo("models/model.bin")
-        info.size = len(data)
-        archive.addfile(info, io.BytesIO(data))
-    layer = tmp_path / "layer.tar.gz"
-    layer.write_bytes(gzip.compress(buffer.getvalue()))
-    config = tmp_path / "config.json"
-    config.write_bytes(json.dumps({"architecture": "amd64", "os": "linux"}).encode())
-    blobs = {path: f"sha256:{sha256_of(path)}" for path in (layer, config)}
-    for path, digest in blobs.items():
-        oci_registry.upload_blob("models/modelcar", path, digest)
-    manifest = {
-        "schemaVersion": 2,
-        "mediaType": OCI_MANIFEST,
-        "config": {
-            "mediaType": "application/vnd.oci.image.config.v1+json",
-            "digest": blobs[config],
-            "size": config.stat().st_size,
-        },
-        "layers": [
-            {
-                "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
-                "digest": blobs[layer],
-                "size": layer.stat().st_size,
-            }
-        ],
-    }
-    oci_registry.put_manifest("models/modelcar:v1", json.dumps(manifest).encode(), OCI_MANIFEST)
-    with pytest.raises(UnsupportedReference, match="KServe modelcar"):
-        source.resolve(f"oci://{oci_registry.host}/models/modelcar:v1")
+    arm64 = oci_registry.push("models/minilm:arm64", [unique_file(tmp_path, "model.safetensors")])
+    children = [
+        (minilm[1], {"os": "linux", "architecture": "amd64"}),
+        (arm64, {"os": "linux", "architecture": "arm64", "variant": "v8"}),
+    ]
+    put_index(oci_registry, "models/minilm:split", children)
+
+    with pytest.raises(SourceError, match="linux/amd64 and linux/arm64/v8 differ"):
+        source.resolve(f"oci://{oci_registry.host}/models/minilm:split")
+
+
+@pytest.mark.parametrize(
+    ("platform", "problem"),
+    [
+        ({"os": "windows", "architecture": "amd64"}, "without a linux manifest"),
+        ({"os": "linux", "architecture": "amd64"}, "image index inside an image index"),
+    ],
+)
+def test_indexes_without_a_linux_manifest_or_nested_are_refused(
+    source: OciSource,
+    oci_registry: OciRegistry,
+    minilm: tuple[str, str],
+    platform: dict[str, str],
+    problem: str,
+) -> None:
+    inner = put_index(oci_registry, "models/minilm:inner", [(minilm[1], platform)])
+    child = inner if "inside" in problem else minilm[1]
+    put_index(oci_registry, "models/minilm:outer", [(child, platform)])
+
+    with pytest.raises(UnsupportedReference, match=problem):
+        source.resolve(f"oci://{oci_registry.host}/models/minilm:outer")
 
 
 def test_without_the_ca_bundle_tls_fails_and_says_how_to_trust_the_registry(
@@ -577,7 +584,7 @@ def manifest(
         ),
         (manifest(), SourceError, "no layers"),
         ([], SourceError, "not a JSON object"),
-        ({"manifests": "not-a-list"}, UnsupportedReference, "image index \\(of no manifests"),
+        ({"manifests": "not-a-list"}, UnsupportedReference, "inside an image index"),
     ],
 )
 def test_manifests_that_are_not_plain_model_artifacts_are_refused(
@@ -585,5 +592,5 @@ def test_manifests_that_are_not_plain_model_artifacts_are_refused(
 ) -> None:
     reference = "oci://r.io/m:v1"
     with pytest.raises(error, match=problem):  # a file list is checked as a whole by the model
-        files = files_of_manifest(reference, document, "", "https://r.io/v2/m/blobs/")
+        files = read_manifest(reference, document, "", "https://r.io/v2/m/blobs/").files
         ResolvedModel(reference, "oci://r.io/m", None, reference, files)

@@ -12,18 +12,24 @@ gate: `do_request` has no timeout and retries every failure five times with slee
 `get_manifest` reads manifests of any size and reports refusals as bare `ValueError`, `get_blob`
 has no Range (no resume). It also ignores `DOCKER_CONFIG`, so the config is read here.
 
-Refused with a message saying what to do: image indexes (pin one manifest by digest), container
-images such as KServe modelcars (no layer titles: extracting /models from tar layers is not
-done), directories oras packed into one layer, and titles that are not safe relative paths.
+Container images whose layers carry no titles are KServe modelcars: the model is /models
+inside the layers, read by :mod:`weightgate.sources.oci_image` while resolving.
+
+An image index (a multi-platform image) is pinned by its own digest; every Linux platform's
+manifest is read and they must carry the same files, since each node runs its own platform's.
+
+Refused with a message saying what to do: indexes whose platforms differ, nested indexes,
+directories oras packed into one layer, and titles that are not safe relative paths.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from http.cookiejar import DefaultCookiePolicy
 from pathlib import Path
 from typing import Any, ClassVar
@@ -36,12 +42,16 @@ from weightgate.sources import http
 from weightgate.sources.base import SourceSettings
 from weightgate.sources.errors import DigestMismatch, SourceError, for_http_status
 from weightgate.sources.model import RemoteFile, ResolvedModel
+from weightgate.sources.oci_image import ModelcarUnpacking, member_chunks, parse_member_locator
 from weightgate.sources.oci_manifest import (
     ACCEPT,
     SCHEMES,
     ImageReference,
-    files_of_manifest,
+    IndexEntry,
+    is_index,
     parse_reference,
+    read_index,
+    read_manifest,
 )
 from weightgate.sources.retry import with_retries
 
@@ -88,16 +98,17 @@ class OciSource:
         self._authorization: dict[tuple[str, str], str] = {}  # (registry, repo) -> header
 
     def resolve(self, reference: str) -> ResolvedModel:
-        """Pin the tag to its manifest digest and list the artifact's files (no content)."""
+        """Pin the tag to its manifest digest and list the model's files.
+
+        An artifact's files are listed from the manifest (no content); a modelcar image's only
+        by reading its layers, which also puts every file into the cache (see `oci_image`).
+        """
         image = parse_reference(reference)
-        body, digest, content_type = with_retries(
-            self._settings, lambda: self._manifest(reference, image)
-        )
-        try:
-            manifest = json.loads(body)
-        except (ValueError, RecursionError) as error:  # RecursionError: hostile nesting
-            raise SourceError(f"{reference}: the manifest is not JSON: {error}") from error
-        files = files_of_manifest(reference, manifest, content_type, f"{image.api}/blobs/")
+        manifest, digest, content_type = self._manifest_json(reference, image)
+        if is_index(manifest, content_type):
+            files = self._files_of_platforms(reference, image, read_index(reference, manifest))
+        else:
+            files = self._files(reference, image, digest, manifest, content_type)
         self._settings.check_model_size(reference, sum(f.size for f in files), len(files))
         return ResolvedModel(
             reference=reference,
@@ -107,20 +118,83 @@ class OciSource:
             files=files,
         )
 
+    def _files(
+        self, reference: str, image: ImageReference, digest: str, manifest: Any, content_type: str
+    ) -> tuple[RemoteFile, ...]:
+        """The model's files of one (non-index) manifest: an artifact's, or a modelcar's."""
+        content = read_manifest(reference, manifest, content_type, f"{image.api}/blobs/")
+        if not content.image:
+            return content.files
+        unpacking = ModelcarUnpacking(
+            reference, digest, self._settings, lambda layer: self._blob(image, layer)
+        )
+        return unpacking.files(content.files)
+
+    def _files_of_platforms(
+        self, reference: str, image: ImageReference, platforms: tuple[IndexEntry, ...]
+    ) -> tuple[RemoteFile, ...]:
+        """The files every platform's manifest of an index carries: they must be the same.
+
+        A node runs the manifest of its own platform, so the gate must not pass one model and
+        let another platform's be served: different files per platform refuse the index.
+        """
+        listings: list[tuple[IndexEntry, tuple[RemoteFile, ...]]] = []
+        for platform in platforms:
+            pinned = dataclasses.replace(image, digest=platform.digest)
+            what = f"{reference} ({platform.platform}, {platform.digest})"
+            manifest, digest, content_type = self._manifest_json(what, pinned)
+            listings.append((platform, self._files(what, pinned, digest, manifest, content_type)))
+        first, files = listings[0]
+        for other, other_files in listings[1:]:
+            if _contents(other_files) != _contents(files):
+                raise SourceError(
+                    f"{reference}: the index's platforms carry different models ({first.platform}"
+                    f" and {other.platform} differ): the gate cannot tell which one a node will "
+                    "run; push one model for all platforms, or pin one manifest by digest"
+                )
+        return files
+
+    def _manifest_json(self, what: str, image: ImageReference) -> tuple[Any, str, str]:
+        """The manifest parsed, its digest (checked against a pinned one), its content type."""
+        body, digest, content_type = with_retries(
+            self._settings, lambda: self._manifest(what, image)
+        )
+        try:
+            return json.loads(body), digest, content_type
+        except (ValueError, RecursionError) as error:  # RecursionError: hostile nesting
+            raise SourceError(f"{what}: the manifest is not JSON: {error}") from error
+
     @contextmanager
     def open(
         self, model: ResolvedModel, file: RemoteFile, offset: int
     ) -> Iterator[Iterator[bytes]]:
-        """Stream the layer's blob (named by digest: always the pinned bytes) from `offset`."""
+        """Stream the layer's blob (named by digest: always the pinned bytes) from `offset`.
+
+        A modelcar's file streams its layer again up to the file (it was evicted from the
+        cache since the resolve put it there); the fetcher checks its sha256 as for any file.
+        """
         image = parse_reference(model.pinned)
-        with http.download(
+        what = f"{model.reference}: {file.path}"
+        member = parse_member_locator(file.locator)
+        if member is None:
+            with self._blob(image, file, offset, what) as chunks:
+                yield chunks
+            return
+        layer, member_name = member
+        with self._blob(image, layer, 0, what) as chunks:
+            yield _skip(member_chunks(chunks, member_name, what), offset)
+
+    def _blob(
+        self, image: ImageReference, file: RemoteFile, offset: int = 0, what: str = ""
+    ) -> AbstractContextManager[Iterator[bytes]]:
+        """Stream a blob by digest (its locator is the blob URL), size checked."""
+        return http.download(
             lambda headers: self._get(image, file.locator, headers),
             file,
             offset,
-            f"{model.reference}: {file.path}",
+            what or f"{image.lineage}: blob sha256:{file.sha256}",
             lambda response, what: self._check(response, what, image),
-        ) as chunks:
-            yield chunks
+        )
 
     def _manifest(self, reference: str, image: ImageReference) -> tuple[bytes, str, str]:
         """The manifest's bytes, their digest (checked against a pinned one), content type."""
@@ -195,6 +269,20 @@ class OciSource:
             "login`), or set DOCKER_CONFIG to a directory whose config.json has credentials for it"
         )
         raise for_http_status(status, detail, refused, "no such repository, tag or blob")
+
+
+def _contents(files: tuple[RemoteFile, ...]) -> set[tuple[str, int, str | None]]:
+    return {(file.path, file.size, file.sha256) for file in files}
+
+
+def _skip(chunks: Iterator[bytes], count: int) -> Iterator[bytes]:
+    """`chunks` without their first `count` bytes (a resumed download of a layer member)."""
+    for chunk in chunks:
+        if count >= len(chunk):
+            count -= len(chunk)
+            continue
+        yield chunk[count:] if count else chunk
+        count = 0
 
 
 def _authorization(value: str | None) -> dict[str, str]:
