@@ -58,6 +58,7 @@ from pathlib import Path
 from weightgate.sources.model import RemoteFile, ResolvedModel
 
 CHUNK_BYTES = 1024 * 1024
+WRITE_BUFFER_BYTES = 64 * 1024
 STALE_SECONDS = 24 * 3600
 """Partials (and their lock files) untouched this long are deleted by :meth:`ModelCache.sweep`."""
 SETTLED_SECONDS = 120
@@ -341,7 +342,10 @@ class PartialDownload:
         self.path = path
         self.resumable = resumable
         self.hasher = hashlib.sha256()
-        self.output = path.open("ab", buffering=CHUNK_BYTES)  # sources send small pieces
+        # A small buffer gathers small pieces; a chunk larger than it is written straight from
+        # the caller's bytes (a 1 MiB buffer would copy every 1 MiB chunk once more: the
+        # OCI fetch ran 25% slower with it).
+        self.output = path.open("ab", buffering=WRITE_BUFFER_BYTES)
         self.length = path.stat().st_size
         if not resumable or self.length > size:
             self.restart()

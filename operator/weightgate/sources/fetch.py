@@ -40,8 +40,21 @@ from weightgate.sources.retry import with_retries
 DownloadProgress = Callable[[str, int, int], None]
 """Called as (file path, bytes done, bytes total of the model) while downloading."""
 
-PARALLEL_FILES = 4
-CHUNK_BYTES = 1024 * 1024
+
+def _parallel_files() -> int:
+    """Files downloaded at a time: 2 to 4, no more than the CPUs this process may use.
+
+    Several streams hide a remote server's latency; past the CPU count they only compete for
+    the cores that decrypt and hash (on 2 cores, 4 streams fetched 10% slower than 2).
+    """
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cpus = os.cpu_count() or 1
+    return max(2, min(4, cpus))
+
+
+PARALLEL_FILES = _parallel_files()
 _COPY_INSTEAD_OF_LINK = (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP)
 
 
