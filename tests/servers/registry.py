@@ -41,6 +41,7 @@ from tests.controlplane.cluster import Binaries
 from tests.controlplane.pki import CertificateAuthority
 from tests.controlplane.processes import ServerProcess, free_port
 from tests.servers.loopback import server_directory
+from weightgate.sources.base import SourceSettings
 
 USERNAME = "weightgate"
 PASSWORD = "test-password-not-secret"
@@ -372,3 +373,21 @@ def oci_token_registry(
         running_registry(root, registry_ca, auth, (USERNAME, PASSWORD)) as registry,
     ):
         yield registry
+
+
+@pytest.fixture
+def isolated_docker_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Keep the developer's own ~/.docker/config.json out of a test (an empty DOCKER_CONFIG)."""
+    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "docker-config-empty"))
+
+
+@pytest.fixture
+def oci_settings(oci_registry: OciRegistry, tmp_path: Path) -> SourceSettings:
+    """Settings that trust `oci_registry`, with short timeouts and a cache under tmp_path."""
+    return SourceSettings(
+        timeout=10,
+        retries=1,
+        backoff=0.01,
+        ca_bundle=oci_registry.ca_bundle,
+        cache_dir=tmp_path / "cache",
+    )

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.models import minilm_dir
+from tests.models import minilm_dir, model_files
 from tests.servers.https import Fault, HttpsFileServer
 from tests.servers.registry import PASSWORD, USERNAME, OciRegistry, TokenServer
 from tests.sources.streams import read
@@ -38,12 +38,10 @@ from weightgate.sources.oci_manifest import (
 )
 from weightgate.sources.registry import source_for
 
+pytestmark = pytest.mark.usefixtures("isolated_docker_config")
+
 MINILM = minilm_dir()
-MINILM_FILES = {
-    path.relative_to(MINILM).as_posix(): path
-    for path in sorted(MINILM.rglob("*"))
-    if path.is_file() and not path.name.startswith(".")
-}
+MINILM_FILES = model_files(MINILM)
 
 
 def sha256_of(path: Path) -> str:
@@ -57,26 +55,9 @@ def unique_file(directory: Path, name: str, size: int = 4096) -> Path:
     return path
 
 
-@pytest.fixture(autouse=True)
-def no_docker_credentials(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Keep the developer's own ~/.docker/config.json out of the tests."""
-    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "docker-config-empty"))
-
-
 @pytest.fixture
-def settings(oci_registry: OciRegistry, tmp_path: Path) -> SourceSettings:
-    return SourceSettings(
-        timeout=10,
-        retries=1,
-        backoff=0.01,
-        ca_bundle=oci_registry.ca_bundle,
-        cache_dir=tmp_path / "cache",
-    )
-
-
-@pytest.fixture
-def source(settings: SourceSettings) -> OciSource:
-    return OciSource(settings)
+def source(oci_settings: SourceSettings) -> OciSource:
+    return OciSource(oci_settings)
 
 
 @pytest.fixture(scope="module")
@@ -106,13 +87,13 @@ def test_resolve_pins_the_tag_to_the_manifest_digest_oras_reports(
 
 
 def test_kserve_spellings_resolve_to_the_same_revision(
-    source: OciSource, minilm: tuple[str, str], settings: SourceSettings
+    source: OciSource, minilm: tuple[str, str], oci_settings: SourceSettings
 ) -> None:
     reference, digest = minilm
     for scheme in ("oci+fetch", "oci+native"):
         spelled = reference.replace("oci://", f"{scheme}://")
-        resolved = source_for(spelled, settings).resolve(spelled)
-        assert isinstance(source_for(spelled, settings), OciSource)
+        resolved = source_for(spelled, oci_settings).resolve(spelled)
+        assert isinstance(source_for(spelled, oci_settings), OciSource)
         assert (resolved.revision, resolved.files) == (digest, source.resolve(reference).files)
 
 
@@ -128,9 +109,9 @@ def test_open_streams_a_layer_and_resumes_from_an_offset(
 
 
 def test_fetch_puts_minilm_in_the_cache_verified(
-    minilm: tuple[str, str], settings: SourceSettings
+    minilm: tuple[str, str], oci_settings: SourceSettings
 ) -> None:
-    fetched = fetch(minilm[0], settings)
+    fetched = fetch(minilm[0], oci_settings)
     assert fetched.revision == minilm[1]
     assert {file.path: file.sha256 for file in fetched.files} == {
         title: sha256_of(path) for title, path in MINILM_FILES.items()
@@ -161,7 +142,7 @@ def test_pinned_reference_keeps_the_old_content_after_the_tag_moves(
 
 
 def test_tampered_layer_is_a_digest_mismatch(
-    source: OciSource, oci_registry: OciRegistry, settings: SourceSettings, tmp_path: Path
+    source: OciSource, oci_registry: OciRegistry, oci_settings: SourceSettings, tmp_path: Path
 ) -> None:
     weights = unique_file(tmp_path, "weights.bin")
     oci_registry.push("models/tampered:v1", [weights])
@@ -173,7 +154,7 @@ def test_tampered_layer_is_a_digest_mismatch(
 
     assert read(source, resolved, resolved.files[0]) == bytes(tampered)  # served as stored
     with pytest.raises(DigestMismatch, match=r"weights\.bin"):
-        fetch(resolved, settings)
+        fetch(resolved, oci_settings)
 
 
 def test_tampered_manifest_pinned_by_digest_is_a_digest_mismatch(
@@ -226,9 +207,9 @@ def test_an_unsafe_layer_title_refuses_the_artifact(
 
 
 def test_a_model_over_the_size_limit_is_refused_before_download(
-    minilm: tuple[str, str], settings: SourceSettings
+    minilm: tuple[str, str], oci_settings: SourceSettings
 ) -> None:
-    small = SourceSettings(**{**settings.__dict__, "max_model_bytes": 10_000_000})
+    small = SourceSettings(**{**oci_settings.__dict__, "max_model_bytes": 10_000_000})
     with pytest.raises(ModelTooLarge, match="more than the limit of 10000000 bytes"):
         OciSource(small).resolve(minilm[0])
 

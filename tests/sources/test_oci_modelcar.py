@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.models import minilm_dir
+from tests.models import minilm_dir, model_files
 from tests.servers.registry import OciRegistry
 from weightgate.sources import fetch, fetch_model, materialize
 from weightgate.sources.base import SourceSettings
@@ -38,12 +38,10 @@ from weightgate.sources.oci import OciSource
 from weightgate.sources.oci_image import MAX_HEADER_BYTES, ModelcarUnpacking
 from weightgate.sources.oci_manifest import OCI_MANIFEST
 
+pytestmark = pytest.mark.usefixtures("isolated_docker_config")
+
 MINILM = minilm_dir()
-MINILM_FILES = {
-    path.relative_to(MINILM).as_posix(): path
-    for path in sorted(MINILM.rglob("*"))
-    if path.is_file() and not path.name.startswith(".")
-}
+MINILM_FILES = model_files(MINILM)
 GZIP_LAYER = "application/vnd.oci.image.layer.v1.tar+gzip"
 
 
@@ -101,22 +99,6 @@ def push_image(
     return registry.put_manifest(repository_tag, json.dumps(manifest).encode(), OCI_MANIFEST)
 
 
-@pytest.fixture(autouse=True)
-def no_docker_credentials(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "docker-config-empty"))
-
-
-@pytest.fixture
-def settings(oci_registry: OciRegistry, tmp_path: Path) -> SourceSettings:
-    return SourceSettings(
-        timeout=10,
-        retries=1,
-        backoff=0.01,
-        ca_bundle=oci_registry.ca_bundle,
-        cache_dir=tmp_path / "cache",
-    )
-
-
 BASE = tar_layer(
     Member("bin", type=tarfile.DIRTYPE),
     Member("bin/sh", b"\x7fELF not really"),
@@ -150,11 +132,11 @@ def modelcar(
 
 
 def test_a_modelcar_resolves_to_the_files_under_models_after_whiteouts_and_links(
-    settings: SourceSettings, modelcar: tuple[str, str], oci_registry: OciRegistry
+    oci_settings: SourceSettings, modelcar: tuple[str, str], oci_registry: OciRegistry
 ) -> None:
     reference, digest = modelcar
 
-    resolved = OciSource(settings).resolve(reference)
+    resolved = OciSource(oci_settings).resolve(reference)
 
     assert resolved.revision == digest
     assert resolved.pinned == f"oci://{oci_registry.host}/models/modelcar@{digest}"
@@ -165,11 +147,11 @@ def test_a_modelcar_resolves_to_the_files_under_models_after_whiteouts_and_links
 
 
 def test_the_fetch_after_the_resolve_downloads_nothing_and_lays_out_the_model(
-    settings: SourceSettings, modelcar: tuple[str, str], tmp_path: Path
+    oci_settings: SourceSettings, modelcar: tuple[str, str], tmp_path: Path
 ) -> None:
-    resolved = OciSource(settings).resolve(modelcar[0])
+    resolved = OciSource(oci_settings).resolve(modelcar[0])
 
-    fetched = fetch_model(resolved, Unreachable(), settings)  # every file is in the cache
+    fetched = fetch_model(resolved, Unreachable(), oci_settings)  # every file is in the cache
     directory = materialize(fetched, tmp_path / "model")
 
     for name, path in MINILM_FILES.items():
@@ -179,47 +161,47 @@ def test_the_fetch_after_the_resolve_downloads_nothing_and_lays_out_the_model(
 
 
 def test_all_three_kserve_schemes_name_the_same_modelcar(
-    settings: SourceSettings, modelcar: tuple[str, str]
+    oci_settings: SourceSettings, modelcar: tuple[str, str]
 ) -> None:
     reference, digest = modelcar
     for scheme in ("oci+fetch", "oci+native"):
-        fetched = fetch(reference.replace("oci", scheme, 1), settings)
+        fetched = fetch(reference.replace("oci", scheme, 1), oci_settings)
         assert fetched.revision == digest
         assert {file.path: file.sha256 for file in fetched.files} == EXPECTED
 
 
 def test_resolving_again_reads_no_layer(
-    settings: SourceSettings, oci_registry: OciRegistry, tmp_path: Path
+    oci_settings: SourceSettings, oci_registry: OciRegistry, tmp_path: Path
 ) -> None:
     layer = tar_layer(Member("models/weights.bin", os.urandom(4096)))
     push_image(oci_registry, "models/listed:v1", [layer], tmp_path)
     reference = f"oci://{oci_registry.host}/models/listed:v1"
-    first = OciSource(settings).resolve(reference)
+    first = OciSource(oci_settings).resolve(reference)
     oci_registry.blob_data_path(f"sha256:{sha256(layer)}").unlink()  # the layer is gone
 
-    again = OciSource(settings).resolve(reference)
+    again = OciSource(oci_settings).resolve(reference)
 
     assert again == first
 
 
 def test_a_file_evicted_since_the_resolve_streams_from_its_layer_again(
-    settings: SourceSettings, oci_registry: OciRegistry, tmp_path: Path
+    oci_settings: SourceSettings, oci_registry: OciRegistry, tmp_path: Path
 ) -> None:
     data = os.urandom(300_000)
     layer = tar_layer(Member("models/a.bin", b"first"), Member("models/weights.bin", data))
     push_image(oci_registry, "models/evicted:v1", [layer], tmp_path)
-    source = OciSource(settings)
+    source = OciSource(oci_settings)
     resolved = source.resolve(f"oci://{oci_registry.host}/models/evicted:v1")
-    shutil.rmtree(settings.cache_dir / "blobs")
+    shutil.rmtree(oci_settings.cache_dir / "blobs")
 
-    fetched = fetch_model(resolved, source, settings)
+    fetched = fetch_model(resolved, source, oci_settings)
 
     blobs = {file.path: file.blob.read_bytes() for file in fetched.files}
     assert blobs == {"a.bin": b"first", "weights.bin": data}
 
 
 def test_a_tampered_layer_is_a_digest_mismatch(
-    settings: SourceSettings, oci_registry: OciRegistry, tmp_path: Path
+    oci_settings: SourceSettings, oci_registry: OciRegistry, tmp_path: Path
 ) -> None:
     layer = tar_layer(Member("models/weights.bin", os.urandom(4096)))
     push_image(oci_registry, "models/tampered-car:v1", [layer], tmp_path)
@@ -229,21 +211,21 @@ def test_a_tampered_layer_is_a_digest_mismatch(
     stored.write_bytes(bytes(tampered))
 
     with pytest.raises(DigestMismatch, match="not the layer the manifest names"):
-        OciSource(settings).resolve(f"oci://{oci_registry.host}/models/tampered-car:v1")
-    assert not (settings.cache_dir / "listings").exists() or not os.listdir(
-        settings.cache_dir / "listings"
+        OciSource(oci_settings).resolve(f"oci://{oci_registry.host}/models/tampered-car:v1")
+    assert not (oci_settings.cache_dir / "listings").exists() or not os.listdir(
+        oci_settings.cache_dir / "listings"
     )
 
 
 def test_a_zstd_image_is_refused_saying_how_to_rebuild_it(
-    settings: SourceSettings, oci_registry: OciRegistry, tmp_path: Path
+    oci_settings: SourceSettings, oci_registry: OciRegistry, tmp_path: Path
 ) -> None:
     layer = tar_layer(Member("models/weights.bin", b"w"))
     media_type = "application/vnd.oci.image.layer.v1.tar+zstd"
     push_image(oci_registry, "models/zstd:v1", [layer], tmp_path, media_type)
 
     with pytest.raises(UnsupportedReference, match=r"zstd-compressed layer.*gzip"):
-        OciSource(settings).resolve(f"oci://{oci_registry.host}/models/zstd:v1")
+        OciSource(oci_settings).resolve(f"oci://{oci_registry.host}/models/zstd:v1")
 
 
 # --- hostile or odd layers, unpacked from memory -------------------------------------------
