@@ -202,9 +202,8 @@ def _command_scan(args: argparse.Namespace) -> int:
     scanned = progress.scanned if progress else None
     if not cli_sources.is_reference(args.path):
         return _report(args, settings, scan_path(args.path, settings, scanned), None)
-    with cli_sources.fetched_directory(
-        args.path, cli_sources.source_settings(args), progress.downloaded if progress else None
-    ) as (fetched, directory):
+    source_settings = cli_sources.source_settings(args, progress.downloaded if progress else None)
+    with cli_sources.fetched_directory(args.path, source_settings) as (fetched, directory):
         report = scan_path(directory, settings, scanned)
     cli_sources.check_scanned(report, fetched)
     report.root = fetched.resolved.reference

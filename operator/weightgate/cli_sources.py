@@ -22,8 +22,7 @@ from weightgate import sources
 from weightgate.errors import InputError
 from weightgate.scan.findings import ScanReport
 from weightgate.sources import registry
-from weightgate.sources.base import SourceSettings
-from weightgate.sources.fetch import DownloadProgress
+from weightgate.sources.base import DownloadProgress, SourceSettings
 from weightgate.sources.model import FetchedModel, ResolvedModel
 
 # RFC 3986 scheme syntax: tells `models:/name/1` from a file called `notes:v2`.
@@ -88,9 +87,11 @@ def parse_size(text: str) -> int:
     return int(float(number) * (1024 if binary else 1000) ** power)
 
 
-def source_settings(args: argparse.Namespace) -> SourceSettings:
-    """SourceSettings from the command line; unset options keep their defaults."""
-    settings = SourceSettings()
+def source_settings(
+    args: argparse.Namespace, progress: DownloadProgress | None = None
+) -> SourceSettings:
+    """SourceSettings from the command line and the progress bar; unset options: defaults."""
+    settings = SourceSettings(progress=progress)
     if args.cache_dir is not None:
         settings = replace(settings, cache_dir=args.cache_dir)
     if args.timeout is not None:
@@ -129,10 +130,10 @@ def is_reference(argument: str) -> bool:
 
 @contextmanager
 def fetched_directory(
-    reference: str, settings: SourceSettings, progress: DownloadProgress | None
+    reference: str, settings: SourceSettings
 ) -> Iterator[tuple[FetchedModel, Path]]:
     """Resolve and fetch `reference`, and lay it out in a temporary directory to scan."""
-    fetched = sources.fetch(reference, settings, progress)
+    fetched = sources.fetch(reference, settings)
     # beside the blobs, so materialize hard-links instead of copying across filesystems
     scratch_root = settings.cache_dir / "scratch"
     scratch_root.mkdir(parents=True, exist_ok=True)
@@ -190,9 +191,9 @@ def text_header(fetched: FetchedModel) -> str:
 
 def command_resolve(args: argparse.Namespace, progress: DownloadProgress | None) -> str:
     """Run `weightgate resolve`: the rendered resolution (fetching first if needed)."""
-    settings = source_settings(args)
+    settings = source_settings(args, progress)
     resolved = sources.resolve(args.reference, settings)
-    fetched = sources.fetch(resolved, settings, progress) if resolved.revision is None else None
+    fetched = sources.fetch(resolved, settings) if resolved.revision is None else None
     if args.format == "json":
         return json.dumps(resolution_to_dict(resolved, fetched), indent=2) + "\n"
     return render_resolution(resolved, fetched)

@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from multiprocessing.queues import Queue
 from multiprocessing.synchronize import Barrier
 from pathlib import Path
@@ -63,10 +64,12 @@ def test_fetches_and_materializes_a_real_model_verified(
     original = minilm_dir() / "model.safetensors"
     expected = hashlib.sha256(original.read_bytes()).hexdigest()
     url = https_server.link("model.safetensors", original)
-    settings = https_server.settings(tmp_path / "cache")
     reported: list[tuple[str, int, int]] = []
+    settings = replace(
+        https_server.settings(tmp_path / "cache"), progress=lambda *call: reported.append(call)
+    )
 
-    fetched = fetch(url, settings, lambda *call: reported.append(call))
+    fetched = fetch(url, settings)
 
     (file,) = fetched.files
     assert (file.path, file.size, file.sha256) == (

@@ -16,7 +16,7 @@ import json
 import os
 import shutil
 import tarfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +43,7 @@ pytestmark = pytest.mark.usefixtures("isolated_docker_config")
 MINILM = minilm_dir()
 MINILM_FILES = model_files(MINILM)
 GZIP_LAYER = "application/vnd.oci.image.layer.v1.tar+gzip"
+Progress = Callable[[str, int, int], None] | None
 
 
 @dataclass(frozen=True)
@@ -247,7 +248,9 @@ class Unreachable:
         yield iter(())
 
 
-def unpack(layers: list[bytes], tmp_path: Path, max_bytes: int = 1 << 30) -> list[str]:
+def unpack(
+    layers: list[bytes], tmp_path: Path, max_bytes: int = 1 << 30, progress: Progress = None
+) -> list[str]:
     """The paths a modelcar of `layers` lists (blobs go to a cache under `tmp_path`)."""
     blobs = {f"layers/{index:04d}": layer for index, layer in enumerate(layers)}
     remote = [RemoteFile(path, len(data), sha256(data), path) for path, data in blobs.items()]
@@ -257,7 +260,9 @@ def unpack(layers: list[bytes], tmp_path: Path, max_bytes: int = 1 << 30) -> lis
         data = blobs[layer.locator]
         yield iter([data[start : start + 7000] for start in range(0, len(data), 7000)])
 
-    settings = SourceSettings(cache_dir=tmp_path / "cache", max_model_bytes=max_bytes)
+    settings = SourceSettings(
+        cache_dir=tmp_path / "cache", max_model_bytes=max_bytes, progress=progress
+    )
     unpacking = ModelcarUnpacking("oci://r.io/car:v1", "sha256:" + "c" * 64, settings, chunks)
     return [file.path for file in unpacking.files(remote)]
 
@@ -297,6 +302,20 @@ def test_a_whiteout_of_models_itself_hides_every_lower_file(whiteout: str, tmp_p
     lower = tar_layer(Member("models/old.bin", b"old"), Member("models/sub/old.json", b"{}"))
     upper = tar_layer(Member(whiteout), Member("models/new.bin", b"new"))
     assert unpack([lower, upper], tmp_path) == ["new.bin"]
+
+
+def test_resolving_a_modelcar_reports_download_progress_up_to_every_layer_byte(
+    tmp_path: Path,
+) -> None:
+    layers = [tar_layer(Member("models/a.bin", os.urandom(50_000))), tar_layer(Member("b", b""))]
+    seen: list[tuple[str, int, int]] = []
+
+    unpack(layers, tmp_path, progress=lambda label, done, total: seen.append((label, done, total)))
+
+    total = sum(len(layer) for layer in layers)
+    assert seen[-1] == ("layer 2/2", total, total)
+    assert [done for _, done, _ in seen] == sorted(done for _, done, _ in seen)
+    assert {label for label, _, _ in seen} == {"layer 1/2", "layer 2/2"}
 
 
 def test_an_image_without_models_is_refused(tmp_path: Path) -> None:

@@ -9,7 +9,7 @@ Sources never import anything from Kubernetes; `pvc://` is a path under a mount 
 
 from __future__ import annotations
 
-from weightgate.sources.base import Source, SourceSettings
+from weightgate.sources.base import DownloadProgress, Source, SourceSettings
 from weightgate.sources.errors import (
     DigestMismatch,
     ModelTooLarge,
@@ -24,7 +24,7 @@ from weightgate.sources.errors import (
     UntrustedCertificate,
     VerificationFailed,
 )
-from weightgate.sources.fetch import DownloadProgress, fetch_model, materialize
+from weightgate.sources.fetch import fetch_model, materialize
 from weightgate.sources.model import FetchedFile, FetchedModel, RemoteFile, ResolvedModel
 from weightgate.sources.registry import source_for
 
@@ -37,7 +37,6 @@ def resolve(reference: str, settings: SourceSettings | None = None) -> ResolvedM
 def fetch(
     reference: str | ResolvedModel,
     settings: SourceSettings | None = None,
-    progress: DownloadProgress | None = None,
 ) -> FetchedModel:
     """Resolve (unless already resolved) and fetch every file into the cache, verified."""
     settings = settings or SourceSettings()
@@ -45,7 +44,7 @@ def fetch(
     source = source_for(resolved.reference if resolved else str(reference), settings)
     if resolved is None:
         resolved = source.resolve(str(reference))
-    return fetch_model(resolved, source, settings, progress)
+    return fetch_model(resolved, source, settings)
 
 
 __all__ = [

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,6 +11,10 @@ from typing import ClassVar, Protocol
 
 from weightgate.sources.errors import ModelTooLarge
 from weightgate.sources.model import RemoteFile, ResolvedModel
+
+DownloadProgress = Callable[[str, int, int], None]
+"""Called as (file path, bytes done, bytes total) while downloading (a model's files, or a
+modelcar image's layers while it is resolved)."""
 
 
 def default_cache_dir() -> Path:
@@ -35,6 +39,7 @@ class SourceSettings:
         cache_max_bytes: Evict least-recently-used blobs beyond this size.
         ca_bundle: PEM file of CAs to trust for HTTPS sources, in addition to none: when set,
             it replaces the system store (as `REQUESTS_CA_BUNDLE` does for requests).
+        progress: Told of every downloaded chunk (the CLI's progress bar), or None.
     """
 
     timeout: float = 30.0
@@ -44,6 +49,7 @@ class SourceSettings:
     cache_dir: Path = field(default_factory=default_cache_dir)
     cache_max_bytes: int = 512 * 1024**3
     ca_bundle: Path | None = None
+    progress: DownloadProgress | None = field(default=None, compare=False, repr=False)
 
     def check_model_size(self, reference: str, total: int, files: int) -> None:
         """Raise ModelTooLarge when `total` bytes (in `files` files) exceed the limit."""

@@ -20,11 +20,10 @@ import shutil
 import threading
 import time
 import uuid
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
-from weightgate.sources.base import Source, SourceSettings
+from weightgate.sources.base import DownloadProgress, Source, SourceSettings
 from weightgate.sources.cache import ModelCache, PartialDownload, file_key, identifies_content
 from weightgate.sources.errors import (
     DigestMismatch,
@@ -36,9 +35,6 @@ from weightgate.sources.errors import (
 from weightgate.sources.model import FetchedFile, FetchedModel, RemoteFile, ResolvedModel
 from weightgate.sources.paths import safe_relative_path
 from weightgate.sources.retry import with_retries
-
-DownloadProgress = Callable[[str, int, int], None]
-"""Called as (file path, bytes done, bytes total of the model) while downloading."""
 
 
 def _parallel_files() -> int:
@@ -179,11 +175,10 @@ def fetch_model(
     model: ResolvedModel,
     source: Source,
     settings: SourceSettings,
-    progress: DownloadProgress | None = None,
 ) -> FetchedModel:
     """Fetch every file of `model` into the cache, verified; files already there are reused."""
     settings.check_model_size(model.reference, model.total_size, len(model.files))
-    fetch = _Fetch(model, source, settings, _Progress(progress, model.total_size))
+    fetch = _Fetch(model, source, settings, _Progress(settings.progress, model.total_size))
     files = _fetch_files(fetch)
     fetch.cache.sweep()
     return FetchedModel(model, tuple(sorted(files, key=lambda f: f.path)))

@@ -149,6 +149,22 @@ class _LayerStream:
         return True
 
 
+class _LayerProgress:
+    """Reports the layers' bytes to `SourceSettings.progress` (the CLI's bar) as they arrive."""
+
+    def __init__(self, settings: SourceSettings, total: int) -> None:
+        self.callback = settings.progress
+        self.total = total
+        self.done = 0
+
+    def counted(self, label: str, chunks: Iterator[bytes]) -> Iterator[bytes]:
+        for chunk in chunks:
+            self.done += len(chunk)
+            if self.callback is not None:
+                self.callback(label, self.done, self.total)
+            yield chunk
+
+
 class ModelcarUnpacking:
     """One resolve of a modelcar: its layers applied in order, `/models` listed and cached."""
 
@@ -177,10 +193,11 @@ class ModelcarUnpacking:
 
     def _unpack(self, layers: Sequence[RemoteFile]) -> tuple[RemoteFile, ...]:
         tree = _Tree()
+        progress = _LayerProgress(self.settings, sum(layer.size for layer in layers))
         for index, layer in enumerate(layers):
             what = f"{self.reference}: layer {index + 1} of {len(layers)} (sha256:{layer.sha256})"
             with self.chunks(layer) as chunks:
-                stream = _LayerStream(chunks)
+                stream = _LayerStream(progress.counted(f"layer {index + 1}/{len(layers)}", chunks))
                 try:
                     self._apply_layer(stream, layer, index, tree, what)
                 except SourceError as error:  # unreadable, perhaps because tampered with
