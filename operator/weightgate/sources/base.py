@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
@@ -23,6 +24,25 @@ def default_cache_dir() -> Path:
         os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "weightgate"
     )
     return Path(root) / "models"
+
+
+class ProgressCounter:
+    """Bytes done of `total`, told to a DownloadProgress (thread-safe; nothing without one)."""
+
+    def __init__(self, callback: DownloadProgress | None, total: int) -> None:
+        """Count towards `total` for `callback`."""
+        self.callback = callback
+        self.total = total
+        self.done = 0
+        self.lock = threading.Lock()
+
+    def advance(self, path: str, count: int) -> None:
+        """`count` more bytes done (fewer when negative: a restarted download), of `path`."""
+        if self.callback is None:
+            return
+        with self.lock:
+            self.done += count
+            self.callback(path, self.done, self.total)
 
 
 @dataclass(frozen=True)

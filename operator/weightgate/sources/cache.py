@@ -352,8 +352,7 @@ class PartialDownload:
             self.restart()
         else:  # hash what an earlier attempt left, once
             with path.open("rb") as existing:
-                while chunk := existing.read(CHUNK_BYTES):
-                    self.hasher.update(chunk)
+                self.hasher = hashlib.file_digest(existing, "sha256")
 
     def restart(self) -> int:
         """Drop every byte (returns how many there were)."""
@@ -381,14 +380,11 @@ class PartialDownload:
 
 
 def _sha256_of(path: Path) -> str | None:
-    hasher = hashlib.sha256()
     try:
         with path.open("rb") as content:
-            while chunk := content.read(CHUNK_BYTES):
-                hasher.update(chunk)
+            return hashlib.file_digest(content, "sha256").hexdigest()
     except FileNotFoundError:
         return None
-    return hasher.hexdigest()
 
 
 def _fdatasync(path: Path) -> None:

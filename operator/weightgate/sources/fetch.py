@@ -23,7 +23,7 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
-from weightgate.sources.base import DownloadProgress, Source, SourceSettings
+from weightgate.sources.base import ProgressCounter, Source, SourceSettings
 from weightgate.sources.cache import ModelCache, PartialDownload, file_key, identifies_content
 from weightgate.sources.errors import (
     DigestMismatch,
@@ -58,28 +58,15 @@ class _Cancelled(Exception):
     """Another file of the model failed: stop this one (its partial stays for later)."""
 
 
-class _Progress:
-    """Bytes done across the model's files, reported to the caller's callback."""
-
-    def __init__(self, callback: DownloadProgress | None, total: int) -> None:
-        self.callback = callback
-        self.total = total
-        self.done = 0
-        self.lock = threading.Lock()
-
-    def advance(self, path: str, count: int) -> None:
-        if self.callback is None:
-            return
-        with self.lock:
-            self.done += count
-            self.callback(path, self.done, self.total)
-
-
 class _Fetch:
     """One fetch_model call: its model, source, cache and shared state between threads."""
 
     def __init__(
-        self, model: ResolvedModel, source: Source, settings: SourceSettings, progress: _Progress
+        self,
+        model: ResolvedModel,
+        source: Source,
+        settings: SourceSettings,
+        progress: ProgressCounter,
     ) -> None:
         self.model = model
         self.source = source
@@ -178,7 +165,7 @@ def fetch_model(
 ) -> FetchedModel:
     """Fetch every file of `model` into the cache, verified; files already there are reused."""
     settings.check_model_size(model.reference, model.total_size, len(model.files))
-    fetch = _Fetch(model, source, settings, _Progress(settings.progress, model.total_size))
+    fetch = _Fetch(model, source, settings, ProgressCounter(settings.progress, model.total_size))
     files = _fetch_files(fetch)
     fetch.cache.sweep()
     return FetchedModel(model, tuple(sorted(files, key=lambda f: f.path)))

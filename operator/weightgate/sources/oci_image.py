@@ -36,7 +36,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import IO, Any
 
-from weightgate.sources.base import SourceSettings
+from weightgate.sources.base import ProgressCounter, SourceSettings
 from weightgate.sources.cache import CHUNK_BYTES, ModelCache, PartialDownload
 from weightgate.sources.errors import (
     DigestMismatch,
@@ -149,22 +149,6 @@ class _LayerStream:
         return True
 
 
-class _LayerProgress:
-    """Reports the layers' bytes to `SourceSettings.progress` (the CLI's bar) as they arrive."""
-
-    def __init__(self, settings: SourceSettings, total: int) -> None:
-        self.callback = settings.progress
-        self.total = total
-        self.done = 0
-
-    def counted(self, label: str, chunks: Iterator[bytes]) -> Iterator[bytes]:
-        for chunk in chunks:
-            self.done += len(chunk)
-            if self.callback is not None:
-                self.callback(label, self.done, self.total)
-            yield chunk
-
-
 class ModelcarUnpacking:
     """One resolve of a modelcar: its layers applied in order, `/models` listed and cached."""
 
@@ -193,11 +177,12 @@ class ModelcarUnpacking:
 
     def _unpack(self, layers: Sequence[RemoteFile]) -> tuple[RemoteFile, ...]:
         tree = _Tree()
-        progress = _LayerProgress(self.settings, sum(layer.size for layer in layers))
+        progress = ProgressCounter(self.settings.progress, sum(layer.size for layer in layers))
         for index, layer in enumerate(layers):
             what = f"{self.reference}: layer {index + 1} of {len(layers)} (sha256:{layer.sha256})"
             with self.chunks(layer) as chunks:
-                stream = _LayerStream(progress.counted(f"layer {index + 1}/{len(layers)}", chunks))
+                label = f"layer {index + 1}/{len(layers)}"
+                stream = _LayerStream(_counted(chunks, progress, label))
                 try:
                     self._apply_layer(stream, layer, index, tree, what)
                 except SourceError as error:  # unreadable, perhaps because tampered with
@@ -352,6 +337,13 @@ def member_chunks(chunks: Iterator[bytes], member_name: str, what: str) -> Itera
     except (tarfile.TarError, EOFError, OSError, ValueError) as error:
         raise SourceError(f"{what}: not a readable tar layer: {error}") from error
     raise SourceError(f"{what}: the layer no longer holds {member_name!r}")
+
+
+def _counted(chunks: Iterator[bytes], progress: ProgressCounter, label: str) -> Iterator[bytes]:
+    """`chunks`, each told to `progress` (the CLI's bar) as it arrives."""
+    for chunk in chunks:
+        progress.advance(label, len(chunk))
+        yield chunk
 
 
 def _check_layer(
