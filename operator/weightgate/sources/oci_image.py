@@ -32,8 +32,8 @@ import json
 import posixpath
 import tarfile
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import AbstractContextManager
-from dataclasses import dataclass, field
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass, field, replace
 from typing import IO, Any
 
 from weightgate.sources.base import ProgressCounter, SourceSettings
@@ -215,7 +215,7 @@ class ModelcarUnpacking:
                 f"{what}: a zstd-compressed layer; rebuild the image with gzip layers "
                 "(docker build and buildah use gzip unless told otherwise)"
             )
-        try:
+        with _tar_errors(what):
             archive = _layer_archive(stream)
             for member in _members(archive):
                 tree.unpacked += member.size
@@ -251,10 +251,6 @@ class ModelcarUnpacking:
                     )
                 if len(tree.entries) + len(tree.links) > MAX_MODEL_FILES:
                     raise SourceError(f"{what}: more than {MAX_MODEL_FILES} files under /models")
-        except _Refused as error:
-            raise SourceError(f"{what}: {error}; refusing the image") from error
-        except (tarfile.TarError, EOFError, OSError, ValueError) as error:
-            raise SourceError(f"{what}: not a readable tar layer: {error}") from error
 
     def _write_blob(
         self, archive: tarfile.TarFile, member: tarfile.TarInfo, path: str, layer: RemoteFile
@@ -286,7 +282,7 @@ class ModelcarUnpacking:
                     f"{self.reference}: /{MODELS}/{path} is a symbolic link to "
                     f"{link.target!r}, which is not a file of the model; refusing the image"
                 )
-            files.append(RemoteFile(path, entry.file.size, entry.file.sha256, entry.file.locator))
+            files.append(replace(entry.file, path=path))
         return files
 
     def _cached_listing(self) -> tuple[RemoteFile, ...] | None:
@@ -323,7 +319,7 @@ def parse_member_locator(locator: str) -> tuple[RemoteFile, str] | None:
 def member_chunks(chunks: Iterator[bytes], member_name: str, what: str) -> Iterator[bytes]:
     """The bytes of one member of a streamed layer (a file evicted since the resolve)."""
     stream = _LayerStream(chunks)
-    try:
+    with _tar_errors(what):
         archive = _layer_archive(stream)
         for member in _members(archive):
             if member.name == member_name and member.isfile():
@@ -332,10 +328,6 @@ def member_chunks(chunks: Iterator[bytes], member_name: str, what: str) -> Itera
                 while chunk := content.read(CHUNK_BYTES):
                     yield chunk
                 return
-    except _Refused as error:
-        raise SourceError(f"{what}: {error}") from error
-    except (tarfile.TarError, EOFError, OSError, ValueError) as error:
-        raise SourceError(f"{what}: not a readable tar layer: {error}") from error
     raise SourceError(f"{what}: the layer no longer holds {member_name!r}")
 
 
@@ -361,6 +353,17 @@ def _check_layer(
         ) from cause
     if stream.length != layer.size and cause is None:
         raise TruncatedDownload(f"{what}: {stream.length} of {layer.size} bytes")
+
+
+@contextmanager
+def _tar_errors(what: str) -> Iterator[None]:
+    """Turn what tarfile raises over a layer (and our header bound) into a SourceError."""
+    try:
+        yield
+    except _Refused as error:
+        raise SourceError(f"{what}: {error}; refusing the image") from error
+    except (tarfile.TarError, EOFError, OSError, ValueError) as error:
+        raise SourceError(f"{what}: not a readable tar layer: {error}") from error
 
 
 def _layer_archive(stream: _LayerStream) -> tarfile.TarFile:
@@ -419,7 +422,7 @@ def _hard_link(member: tarfile.TarInfo, path: str, tree: _Tree, what: str) -> Re
             f"{what}: /{MODELS}/{path} is a hard link to {member.linkname!r}, which is not an "
             "earlier file of the model; refusing the image"
         )
-    return RemoteFile(path, entry.file.size, entry.file.sha256, entry.file.locator)
+    return replace(entry.file, path=path)
 
 
 def _link_target(path: str, target: str) -> str:
