@@ -8,6 +8,14 @@ layout follows DESIGN.md: ``formats`` (readers that never execute anything), ``s
 from weightgate.scan.engine import scan_path
 from weightgate.scan.findings import Finding, ScanReport, Severity
 from weightgate.scan.settings import Limits, ScanSettings
+from weightgate.version import __version__
 
-__all__ = ["Finding", "Limits", "ScanReport", "ScanSettings", "Severity", "scan_path"]
-__version__ = "0.1.0"
+__all__ = [
+    "Finding",
+    "Limits",
+    "ScanReport",
+    "ScanSettings",
+    "Severity",
+    "__version__",
+    "scan_path",
+]

@@ -1,9 +1,11 @@
-"""The three ways a weightgate operation can go wrong, kept apart on purpose.
+"""The four ways a weightgate operation can go wrong, kept apart on purpose.
 
 * :class:`FormatError`: the bytes are not what their format requires. A reader raises it,
   a scanner turns it into a finding (the model is bad: deny).
 * :class:`InputError`: the caller asked for something that cannot be done (a path that
   does not exist, an unreadable file, bad arguments). The CLI exits 1.
+* :class:`VerificationFailed`: bytes, a signature or a record are not what was pinned or
+  signed. The gate fails: the CLI exits 2, admission is denied.
 * Any other exception is a bug in weightgate; callers fail closed with its message.
 """
 
@@ -35,3 +37,7 @@ class LimitExceeded(FormatError):
 
 class InputError(WeightgateError):
     """The operation could not start or complete (missing path, I/O error, bad usage)."""
+
+
+class VerificationFailed(WeightgateError):
+    """Bytes, a signature or a record are not the ones that were pinned or signed (exit 2)."""

@@ -8,7 +8,22 @@ were pinned: a verification failure, so the gate fails (exit 2, admission denied
 
 from __future__ import annotations
 
-from weightgate.errors import InputError, WeightgateError
+from weightgate.errors import InputError, VerificationFailed
+
+__all__ = [
+    "DigestMismatch",
+    "ModelTooLarge",
+    "NotFound",
+    "RevisionMoved",
+    "SourceError",
+    "SourceTimeout",
+    "SourceUnavailable",
+    "TruncatedDownload",
+    "Unauthorized",
+    "UnsupportedReference",
+    "UntrustedCertificate",
+    "VerificationFailed",
+]
 
 
 class SourceError(InputError):
@@ -45,10 +60,6 @@ class TruncatedDownload(SourceError):
 
 class ModelTooLarge(SourceError):
     """The model is bigger than the configured maximum; nothing was downloaded."""
-
-
-class VerificationFailed(WeightgateError):
-    """The bytes are not the ones that were pinned. The gate fails (exit 2)."""
 
 
 class DigestMismatch(VerificationFailed):
