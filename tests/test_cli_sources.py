@@ -12,9 +12,9 @@ import pytest
 from sarif_pydantic import Sarif
 
 from tests.builders.pickles import system_call_v4
+from tests.cli_process import run
 from tests.models import minilm_dir
 from tests.servers.https import Fault, HttpsFileServer
-from tests.test_cli import run
 from weightgate import cli_sources, sources
 from weightgate.scan.findings import ScanReport
 from weightgate.sources.base import SourceSettings

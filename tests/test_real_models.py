@@ -4,24 +4,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import weightgate
+from tests.cli_process import run
 from tests.models import minilm_dir, smollm2_gguf
-
-BIN = Path(sys.executable).parent / "weightgate"
 
 
 def _scan_json(path: Path) -> tuple[int, dict[str, object]]:
-    result = subprocess.run(
-        [str(BIN), "scan", str(path), "--format", "json"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    result = run("scan", path, "--format", "json")
     assert "Traceback" not in result.stderr, result.stderr
     return result.returncode, json.loads(result.stdout)
 
