@@ -27,4 +27,5 @@ pytest_plugins = (
     "tests.servers.mlflow",
     "tests.servers.registry",
     "tests.servers.s3",
+    "tests.tools.peers",
 )

@@ -57,8 +57,9 @@ from tests.benchmarks.measure import Row, Run, Table, run_child, wait_for_quiet
 from tests.benchmarks.model_data import model_files
 from tests.controlplane.cluster import ControlPlaneBuildFailed
 from tests.controlplane.processes import ServerFailed
-from tests.servers.mlflow import MlflowInstallFailed, MlflowServer, running_mlflow_server
+from tests.servers.mlflow import MlflowServer, running_mlflow_server
 from tests.servers.registry import OciRegistry, running_registry
+from tests.tools.install import ToolInstallFailed
 from weightgate.sources.fetch import PARALLEL_FILES
 
 TARGET = 0.8
@@ -364,7 +365,7 @@ def bench_fetch(
     except (
         ServerFailed,
         ControlPlaneBuildFailed,
-        MlflowInstallFailed,
+        ToolInstallFailed,
         weightgate.sources.SourceError,
         httpx.HTTPError,
         requests.RequestException,

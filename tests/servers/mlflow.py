@@ -14,7 +14,6 @@ from __future__ import annotations
 import itertools
 import json
 import ssl
-import subprocess
 import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -25,10 +24,10 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import REPO
 from tests.controlplane.pki import CertificateAuthority
 from tests.controlplane.processes import ServerProcess, free_port
 from tests.servers.loopback import server_directory
+from tests.tools.install import ToolInstallFailed, install_tool
 
 Json = dict[str, Any]
 Content = bytes | Path
@@ -124,18 +123,9 @@ class MlflowServer:
         return name
 
 
-class MlflowInstallFailed(RuntimeError):
-    """scripts/install-mlflow failed; the message carries its stderr's tail."""
-
-
 def install_mlflow() -> str:
     """The `mlflow` command of the cached install (scripts/install-mlflow; installs if missing)."""
-    installed = subprocess.run(
-        [REPO / "scripts" / "install-mlflow"], capture_output=True, text=True, check=False
-    )
-    if installed.returncode != 0:
-        raise MlflowInstallFailed(f"scripts/install-mlflow failed:\n{installed.stderr[-4000:]}")
-    return installed.stdout.strip().splitlines()[-1]
+    return str(install_tool("install-mlflow"))
 
 
 @contextmanager
@@ -185,7 +175,7 @@ def running_mlflow_server(directory: Path, mlflow: str | None = None) -> Iterato
 def mlflow_server() -> Iterator[MlflowServer]:
     try:
         mlflow = install_mlflow()
-    except MlflowInstallFailed as error:
+    except ToolInstallFailed as error:
         pytest.fail(str(error))
     with (
         server_directory("weightgate-mlflow-") as workdir,

@@ -1,0 +1,1 @@
+"""Peer tools the tests run against weightgate, installed by scripts/ and cached."""
