@@ -1,0 +1,1 @@
+"""Signed provenance: model signatures, admission records, record chains."""
