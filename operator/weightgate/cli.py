@@ -1,4 +1,7 @@
-"""The ``weightgate`` command: ``scan`` here, ``resolve`` and model URIs in :mod:`.cli_sources`.
+"""The ``weightgate`` command; each family of subcommands lives in its own module.
+
+``scan`` is here; ``resolve`` and model URIs in :mod:`.cli_sources`; ``sign``, ``verify``,
+``keys`` and ``records`` in :mod:`.cli_provenance`.
 
 Exit codes follow DESIGN.md for every command: 0 pass, 1 could not complete (usage, I/O,
 unreadable input), 2 the gate failed.
@@ -16,15 +19,14 @@ from typing import NoReturn, TextIO
 
 import yaml
 
-from weightgate import __version__, cli_sources
-from weightgate.errors import InputError
+from weightgate import __version__, cli_provenance, cli_sources
+from weightgate.errors import InputError, VerificationFailed
 from weightgate.scan.engine import scan_path
 from weightgate.scan.findings import FileResult, ScanReport, Severity
 from weightgate.scan.reports import render_text
 from weightgate.scan.reports.json import report_to_dict
 from weightgate.scan.reports.sarif import report_to_sarif
 from weightgate.scan.settings import ScanSettings, limits_with, settings_from_policy
-from weightgate.sources.errors import VerificationFailed
 from weightgate.sources.model import FetchedModel
 
 EXIT_PASS = 0
@@ -145,7 +147,9 @@ def _build_parser() -> argparse.ArgumentParser:
         help="progress bar on stderr (default: on a terminal)",
     )
     cli_sources.add_source_options(scan)
+    cli_provenance.add_scan_options(scan)
     cli_sources.add_resolve_command(commands)
+    cli_provenance.add_commands(commands)
     return parser
 
 
@@ -198,16 +202,27 @@ def _wants(mode: str, stream: TextIO) -> bool:
 
 def _command_scan(args: argparse.Namespace) -> int:
     settings = _settings(args)
+    is_reference = cli_sources.is_reference(args.path)
+    # Before scanning: a bad key or store fails fast. After the report: what it signs and
+    # records is what the report shows (its failure exits 1, the report already written).
+    provenance = cli_provenance.scan_provenance(args, is_reference)
     progress = _Progress(sys.stderr) if _wants(args.progress, sys.stderr) else None
     scanned = progress.scanned if progress else None
-    if not cli_sources.is_reference(args.path):
-        return _report(args, settings, scan_path(args.path, settings, scanned), None)
+    if not is_reference:
+        report = scan_path(args.path, settings, scanned)
+        code = _report(args, settings, report, None)
+        if provenance is not None:
+            provenance.apply(report, settings, Path(args.path), None, sys.stderr)
+        return code
     source_settings = cli_sources.source_settings(args, progress.downloaded if progress else None)
     with cli_sources.fetched_directory(args.path, source_settings) as (fetched, directory):
         report = scan_path(directory, settings, scanned)
-    cli_sources.check_scanned(report, fetched)
-    report.root = fetched.resolved.reference
-    return _report(args, settings, report, fetched)
+        cli_sources.check_scanned(report, fetched)
+        report.root = fetched.resolved.reference
+        code = _report(args, settings, report, fetched)
+        if provenance is not None:
+            provenance.apply(report, settings, directory, fetched, sys.stderr)
+    return code
 
 
 def _command_resolve(args: argparse.Namespace) -> int:
@@ -254,6 +269,14 @@ def _report(
     return EXIT_PASS
 
 
+_PROVENANCE_COMMANDS = {
+    "sign": cli_provenance.command_sign,
+    "verify": cli_provenance.command_verify,
+    "keys": cli_provenance.command_keys,
+    "records": cli_provenance.command_records,
+}
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; returns the exit code."""
     args = _build_parser().parse_args(argv)
@@ -262,6 +285,8 @@ def main(argv: list[str] | None = None) -> int:
             return _command_scan(args)
         if args.command == "resolve":
             return _command_resolve(args)
+        if args.command in _PROVENANCE_COMMANDS:
+            return _PROVENANCE_COMMANDS[args.command](args, sys.stdout)
     except InputError as exc:
         print(f"weightgate: error: {exc}", file=sys.stderr)
         return EXIT_INCOMPLETE
