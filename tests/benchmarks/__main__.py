@@ -1,9 +1,9 @@
-"""``python -m tests.benchmarks``: run the benchmarks of issues 2 and 4 and print the table.
+"""``python -m tests.benchmarks``: run the benchmarks of issues 2, 4 and 5 and print the table.
 
 Usage (normally through ``scripts/bench``)::
 
     python -m tests.benchmarks [--size GIB] [--fetch-size GIB] [--shard-gb GB] [--repeats N]
-                               [--quiet-wait SECONDS] [--only scan|memory|pickle|fetch ...]
+                               [--quiet-wait SECONDS] [--only scan|memory|pickle|fetch|sign ...]
                                [--cache DIR] [--corpus DIR]
 
 The figures are ratios against references measured in the same run; nothing here fails
@@ -19,14 +19,15 @@ import shutil
 import sys
 from pathlib import Path
 
-from tests.benchmarks import bench_fetch, bench_pickle, bench_scan
+from tests.benchmarks import bench_fetch, bench_pickle, bench_scan, bench_sign
 from tests.benchmarks.bench_scan import Samples
 from tests.benchmarks.measure import ChildFailed, Table, busy_cores
 from tests.benchmarks.model_data import Recipe, cached_model
+from tests.tools.install import ToolInstallFailed
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_CORPUS = Path(os.environ.get("WEIGHTGATE_CORPUS", REPO.parent / "shared" / "corpus"))
-PARTS = ("scan", "memory", "pickle", "fetch")
+PARTS = ("scan", "memory", "pickle", "fetch", "sign")
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -63,7 +64,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         choices=PARTS,
         help="run only this part (repeatable): scan = directory throughput, "
         "memory = single big file + peak RSS, pickle = pickle corpus, "
-        "fetch = download from an OCI registry and an mlflow server vs curl",
+        "fetch = download from an OCI registry and an mlflow server vs curl, "
+        "sign = sign the model directory vs model_signing sign key",
     )
     parser.add_argument(
         "--cache",
@@ -99,7 +101,7 @@ def main(argv: list[str]) -> int:
     measured: dict[str, Samples] = {}
     total = int(args.size * 2**30)
     try:
-        if "scan" in parts or "memory" in parts:
+        if {"scan", "memory", "sign"} & set(parts):
             sharded = cached_model(args.cache, Recipe(total, int(args.shard_gb * 1e9)))
         if "scan" in parts:
             measured["dir scan"] = bench_scan.bench_directory(
@@ -111,6 +113,8 @@ def main(argv: list[str]) -> int:
                 single, args.repeats, table, log, quiet_wait=args.quiet_wait
             )
             bench_scan.memory_rows(sharded / "config.json", measured, table, log)
+        if "sign" in parts:
+            bench_sign.bench_sign(sharded, args.repeats, table, log, quiet_wait=args.quiet_wait)
         if "pickle" in parts:
             bench_pickle.bench_pickle_corpus(args.corpus, args.repeats, table, log)
         if "fetch" in parts:
@@ -123,7 +127,7 @@ def main(argv: list[str]) -> int:
                 workdir=args.cache,
                 quiet_wait=args.quiet_wait,
             )
-    except (ChildFailed, bench_fetch.CannotRun, AssertionError, OSError) as exc:
+    except (ChildFailed, ToolInstallFailed, bench_fetch.CannotRun, AssertionError, OSError) as exc:
         print(f"benchmark could not run: {exc}", file=sys.stderr)
         return 1
     others = [samples.others for samples in measured.values()]

@@ -1,9 +1,11 @@
 """The benchmark harness still runs, on tiny data. Nothing here is timed or compared.
 
-The reference tools of ``scripts/bench`` (model_signing, picklescan, fickling) are in the
-``bench`` extra, not in the test install, so these runs use the references the suite
-always has (``openssl``, ``curl``) and leave the others to ``scripts/bench``. The fetch
-benchmark runs against the suite's own registry and mlflow server (session fixtures).
+The scan and pickle references of ``scripts/bench`` (model_signing's library, picklescan,
+fickling) are in the ``bench`` extra, not in the test install, so these runs use the
+references the suite always has (``openssl``, ``curl``) and leave the others to
+``scripts/bench``. The signing benchmark's reference is the model_signing CLI the suite
+installs anyway (``model_signing_cli``). The fetch benchmark runs against the suite's own
+registry and mlflow server (session fixtures).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from pathlib import Path
 from safetensors import safe_open
 
 import weightgate
-from tests.benchmarks import bench_fetch, bench_pickle, bench_scan
+from tests.benchmarks import bench_fetch, bench_pickle, bench_scan, bench_sign
 from tests.benchmarks.measure import Table, run_child
 from tests.benchmarks.model_data import Recipe, cached_model, llama_tensors, model_files
 from tests.servers.mlflow import MlflowServer
@@ -110,6 +112,20 @@ def test_directory_and_memory_benchmarks_run(tmp_path: Path) -> None:
     rendered = table.render().splitlines()
     header = ["figure", "weightgate", "reference", "(same", "run)", "ratio", "target", "met"]
     assert rendered[0].split() == header
+
+
+def test_sign_benchmark_runs(tmp_path: Path, model_signing_cli: Path) -> None:
+    directory = cached_model(tmp_path, TINY, log=False)
+    table = Table()
+    lines: list[str] = []
+    bench_sign.bench_sign(directory, repeats=1, table=table, log=lines.append, quiet_wait=0)
+    assert any("root digests agree" in line for line in lines)
+    assert [row.figure for row in table.rows] == [
+        "sign 0.00 GiB dir (6 files)",
+        "sign in the scan 0.00 GiB dir (6 files)",
+        "scan and sign (a CI gate)",
+    ]
+    assert all(row.ratio.endswith("x") for row in table.rows)
 
 
 def test_pickle_benchmark_runs_on_a_tiny_corpus(tmp_path: Path) -> None:
