@@ -21,10 +21,9 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from weightgate.errors import InputError, VerificationFailed
-from weightgate.provenance.bundle import parse_bundle
+from weightgate.provenance.bundle import read_bundle
 from weightgate.provenance.chain import verify_store
 from weightgate.provenance.errors import ModelMismatch
-from weightgate.provenance.files import read_limited
 from weightgate.provenance.keys import (
     SigningKey,
     generate_signing_key,
@@ -311,7 +310,7 @@ def lineage_log(store: RecordStore, lineage: str) -> list[RecordSummary]:
     for entry in entries:
         path = store.record_path(entry.sha256)
         try:
-            payload = parse_bundle(read_limited(path), path.name).envelope.payload
+            payload = read_bundle(path, path.name).envelope.payload
             summaries.append(parse_record(payload))
         except VerificationFailed as exc:
             raise InputError(f"{path}: {exc}; run `weightgate records verify`") from exc

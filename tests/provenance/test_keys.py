@@ -15,6 +15,7 @@ from weightgate.provenance.keys import (
     generate_signing_key,
     load_signing_key,
     load_verifying_key,
+    signing_key_from_pem,
     write_key_pair,
 )
 
@@ -111,3 +112,11 @@ def test_unreadable_public_keys_get_a_clear_error(
 def test_missing_key_file_names_the_path(tmp_path: Path) -> None:
     with pytest.raises(KeyFileError, match="No such file"):
         load_signing_key(tmp_path / "absent.pem")
+
+
+def test_keys_from_a_secret_are_named_by_their_origin() -> None:
+    key = generate_signing_key()
+    loaded = signing_key_from_pem(key.pem(b"pw"), b"pw", "Secret weightgate/signing-key")
+    assert loaded.public.hint == key.public.hint
+    with pytest.raises(KeyFileError, match=r"^Secret weightgate/signing-key: wrong password"):
+        signing_key_from_pem(key.pem(b"pw"), b"nope", "Secret weightgate/signing-key")

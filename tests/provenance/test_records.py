@@ -7,6 +7,7 @@ and a message that says what happened.
 from __future__ import annotations
 
 import base64
+import hashlib
 import itertools
 import json
 import subprocess
@@ -14,12 +15,15 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.cli_process import run
 from tests.provenance.conftest import KeyPair, decision, make_key_pair
 from weightgate.provenance.bundle import Bundle, bundle_json
 from weightgate.provenance.dsse import sign_envelope
-from weightgate.provenance.record import ChainLink, parse_record, record_payload
-from weightgate.provenance.store import RecordStore
+from weightgate.provenance.record import RECORD_TYPE, ChainLink, parse_record, record_payload
+from weightgate.provenance.statement import Subject, statement_payload
+from weightgate.provenance.store import ANCHOR_TYPE, RecordStore
 
 LINEAGE = "hf://org/model"
 
@@ -74,8 +78,6 @@ def test_edited_record_is_detected(store: RecordStore, keys: KeyPair) -> None:
 def test_edit_with_a_matching_index_still_fails_the_signature(
     store: RecordStore, keys: KeyPair
 ) -> None:
-    import hashlib
-
     entry = store.entries(LINEAGE)[1]
     document = json.loads(store.record_path(entry.sha256).read_bytes())
     payload = base64.b64decode(document["dsseEnvelope"]["payload"])
@@ -123,8 +125,6 @@ def test_record_re_signed_with_another_key_is_detected(
     store: RecordStore, keys: KeyPair, tmp_path: Path
 ) -> None:
     """A forger with their own key rewrites record 3 with correct links: the key gives it away."""
-    import hashlib
-
     mallory = make_key_pair(tmp_path, "mallory")
     entries = store.entries(LINEAGE)
     payload = record_payload(decision(revision="evil"), ChainLink(3, entries[1].sha256))
@@ -285,3 +285,54 @@ def test_records_verify_of_a_directory_that_is_no_store_exits_1(
     result = run("records", "verify", tmp_path, "--key", keys.public)
     assert result.returncode == 1
     assert "not a record store" in result.stderr
+
+
+def _replace_record(store: RecordStore, keys: KeyPair, sequence: int, payload: bytes) -> None:
+    """Put a validly signed but arbitrary payload where record ``sequence`` is."""
+    entry = store.entries(LINEAGE)[sequence - 1]
+    digest = hashlib.sha256(payload).hexdigest()
+    bundle = Bundle(sign_envelope(payload, keys.key), keys.key.public.hint)
+    store.record_path(digest).write_bytes(bundle_json(bundle))
+    store.record_path(entry.sha256).unlink()
+    _index(store).write_text(_index(store).read_text().replace(entry.sha256, digest))
+
+
+@pytest.mark.parametrize(
+    "predicate",
+    [
+        {"inputAttestations": [{"digest": "not a mapping"}]},
+        {"inputAttestations": "a string"},
+        {"https://weightgate.dev/chain/v1": []},
+    ],
+)
+def test_malformed_signed_records_are_reported_not_crashed_on(
+    store: RecordStore, keys: KeyPair, predicate: dict[str, object]
+) -> None:
+    payload = statement_payload([Subject("m", "0" * 64)], RECORD_TYPE, predicate)
+    _replace_record(store, keys, 2, payload)
+    log = run("records", "log", LINEAGE, "--store", store.root)
+    assert log.returncode == 1
+    assert "Traceback" not in log.stderr
+    assert "run `weightgate records verify`" in log.stderr
+    result = _verify(store, keys)
+    assert result.returncode == 2
+    assert f"{LINEAGE} record 2: signed, but not an admission record" in result.stdout
+
+
+def test_malformed_anchor_is_reported(store: RecordStore, keys: KeyPair) -> None:
+    payload = statement_payload([], ANCHOR_TYPE, {"heads": {"not": "a list"}})
+    bundle = Bundle(sign_envelope(payload, keys.key), keys.key.public.hint)
+    (store.root / "anchors" / "odd.sigstore.json").write_bytes(bundle_json(bundle))
+    result = _verify(store, keys)
+    assert result.returncode == 2
+    assert "anchor odd.sigstore.json: signed, but lists no heads" in result.stdout
+
+
+def test_a_lineage_created_but_never_appended_to_is_empty_not_broken(
+    store: RecordStore, keys: KeyPair
+) -> None:
+    directory = store.lineage_directory("hf://org/new")
+    directory.mkdir()
+    (directory / "lineage").write_text("hf://org/new")
+    result = _verify(store, keys)
+    assert result.returncode == 0, result.stdout

@@ -12,10 +12,12 @@ import base64
 import binascii
 import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from weightgate.provenance.dsse import Envelope, EnvelopeSignature
 from weightgate.provenance.errors import MalformedBundle
+from weightgate.provenance.files import read_limited
 from weightgate.provenance.statement import parse_json_object
 
 BUNDLE_MEDIA_TYPE = "application/vnd.dev.sigstore.bundle.v0.3+json"
@@ -48,6 +50,16 @@ def bundle_json(bundle: Bundle) -> bytes:
         },
     }
     return json.dumps(document, separators=(",", ":")).encode("utf-8")
+
+
+def read_bundle(path: Path, origin: str | None = None) -> Bundle:
+    """Read a bundle file (``origin`` names it in errors; default: the path).
+
+    Raises:
+        MalformedBundle: Unreadable, too big, or not such a bundle.
+    """
+    data = read_limited(path, MAX_BUNDLE_BYTES, MalformedBundle, "a Sigstore bundle")
+    return parse_bundle(data, origin or str(path))
 
 
 def parse_bundle(data: bytes, origin: str) -> Bundle:

@@ -18,10 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from weightgate.errors import InputError, VerificationFailed
-from weightgate.provenance.bundle import parse_bundle
+from weightgate.provenance.bundle import read_bundle
 from weightgate.provenance.dsse import Envelope, verify_envelope
 from weightgate.provenance.errors import SignatureInvalid, StoreError
-from weightgate.provenance.files import read_limited
 from weightgate.provenance.keys import VerifyingKey
 from weightgate.provenance.manifest import file_sha256
 from weightgate.provenance.record import RecordSummary, parse_record
@@ -110,6 +109,8 @@ def _verify_lineage(
     index = directory / "index"
     try:
         data = index.read_bytes()
+    except FileNotFoundError:
+        data = b""  # created, never appended to (a deleted index leaves its records orphaned)
     except OSError as exc:
         problems.append(ChainProblem(lineage, None, f"index unreadable: {exc.strerror or exc}"))
         return []
@@ -170,7 +171,7 @@ def _verify_record(
         problem(f"{path.name} is missing from records/ (deleted)")
         return None
     try:
-        bundle = parse_bundle(read_limited(path), path.name)
+        bundle = read_bundle(path, path.name)
     except InputError as exc:
         problem(f"unreadable (edited?): {exc}")
         return None
@@ -231,7 +232,7 @@ def _verify_anchor(
         report.problems.append(ChainProblem(label, None, message))
 
     try:
-        bundle = parse_bundle(read_limited(path), path.name)
+        bundle = read_bundle(path, path.name)
     except InputError as exc:
         problem(f"unreadable: {exc}")
         return
@@ -244,7 +245,14 @@ def _verify_anchor(
         return
     report.anchors += 1
     time = predicate.get("time", "?")
-    for head in predicate.get("heads") or []:
+    heads_seen = predicate.get("heads")
+    if not isinstance(heads_seen, list):
+        problem("signed, but lists no heads")
+        return
+    for head in heads_seen:
+        if not isinstance(head, dict):
+            problem("a head that is not an object")
+            continue
         lineage, sequence, digest = head.get("lineage"), head.get("sequence"), head.get("sha256")
         if (
             not isinstance(sequence, int)

@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from weightgate.provenance.errors import KeyFileError
+from weightgate.provenance.files import read_limited
 
 _HASH_BY_CURVE: dict[str, type[hashes.HashAlgorithm]] = {
     "secp256r1": hashes.SHA256,
@@ -177,14 +178,7 @@ def _write_new(path: Path, data: bytes, mode: int) -> None:
 
 
 def _read_key_file(path: Path) -> bytes:
-    try:
-        with open(path, "rb") as handle:
-            data = handle.read(MAX_KEY_FILE_BYTES + 1)
-    except OSError as exc:
-        raise KeyFileError(f"{path}: {exc.strerror or exc}") from exc
-    if len(data) > MAX_KEY_FILE_BYTES:
-        raise KeyFileError(f"{path}: larger than {MAX_KEY_FILE_BYTES} bytes; not a key file")
-    return data
+    return read_limited(path, MAX_KEY_FILE_BYTES, KeyFileError, "a key file")
 
 
 def _describe(key: object) -> str:

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from weightgate.provenance.bundle import Bundle, bundle_json, parse_bundle
+from weightgate.provenance.bundle import Bundle, bundle_json, read_bundle
 from weightgate.provenance.dsse import IN_TOTO_PAYLOAD_TYPE, sign_envelope, verify_envelope
 from weightgate.provenance.errors import (
     MalformedPayload,
@@ -22,7 +22,7 @@ from weightgate.provenance.errors import (
     SignatureInvalid,
     UnsupportedSignature,
 )
-from weightgate.provenance.files import read_limited, write_file_atomically
+from weightgate.provenance.files import write_file_atomically
 from weightgate.provenance.keys import SigningKey, VerifyingKey
 from weightgate.provenance.manifest import (
     GIT_PATHS,
@@ -100,7 +100,7 @@ def verify_model(
         ModelMismatch: Files were added, removed or changed since signing.
         InputError: A file cannot be read.
     """
-    bundle = parse_bundle(read_limited(signature), str(signature))
+    bundle = read_bundle(signature)
     if bundle.key_hint is not None and bundle.key_hint != key.hint:
         raise SignatureInvalid(
             f"{signature}: signed by another key (its hint {bundle.key_hint[:16]}..., "

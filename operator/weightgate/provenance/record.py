@@ -28,6 +28,7 @@ from weightgate.provenance.errors import MalformedPayload
 from weightgate.provenance.manifest import ModelManifest
 from weightgate.provenance.statement import (
     Subject,
+    descriptor_sha256,
     is_sha256_hex,
     parse_statement,
     statement_payload,
@@ -203,9 +204,12 @@ def parse_record(payload: bytes) -> RecordSummary:
     if not isinstance(reasons, list) or not all(isinstance(r, str) for r in reasons):
         raise MalformedPayload("the decision's reasons are not a list of strings")
     attachments = []
-    for item in predicate.get("inputAttestations") or []:
-        digest = item.get("digest", {}).get("sha256") if isinstance(item, dict) else None
-        if not isinstance(digest, str) or not is_sha256_hex(digest):
+    inputs = predicate.get("inputAttestations", [])
+    if not isinstance(inputs, list):
+        raise MalformedPayload("inputAttestations is not a list")
+    for item in inputs:
+        digest = descriptor_sha256(item)
+        if digest is None:
             raise MalformedPayload("an input attestation has no sha256 digest")
         attachments.append((str(item.get("name", "")), digest))
     return RecordSummary(

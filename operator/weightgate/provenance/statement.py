@@ -71,11 +71,10 @@ def parse_statement(payload: bytes, predicate_type: str) -> Statement:
         raise MalformedPayload("the statement needs a subject list and a predicate object")
     subjects = []
     for item in raw_subjects:
-        digest = item.get("digest") if isinstance(item, dict) else None
-        sha256 = digest.get("sha256") if isinstance(digest, dict) else None
         if not isinstance(item, dict) or not isinstance(item.get("name"), str):
             raise MalformedPayload("every subject needs a name")
-        if not isinstance(sha256, str) or not is_sha256_hex(sha256):
+        sha256 = descriptor_sha256(item)
+        if sha256 is None:
             raise MalformedPayload(f"subject {item['name']!r} has no sha256 digest")
         subjects.append(Subject(item["name"], sha256))
     return Statement(tuple(subjects), predicate_type, predicate)
@@ -98,6 +97,13 @@ def parse_json_object(
     if not isinstance(document, dict):
         raise error(f"{what} is not a JSON object")
     return document
+
+
+def descriptor_sha256(descriptor: object) -> str | None:
+    """The valid hex sha256 of a ResourceDescriptor (``{"digest": {"sha256": ...}}``), if any."""
+    digest = descriptor.get("digest") if isinstance(descriptor, dict) else None
+    sha256 = digest.get("sha256") if isinstance(digest, dict) else None
+    return sha256 if isinstance(sha256, str) and is_sha256_hex(sha256) else None
 
 
 def is_sha256_hex(text: str) -> bool:

@@ -219,9 +219,9 @@ def read_lineage_name(directory: Path) -> str:
         StoreError: The name file is missing or unreadable.
     """
     try:
-        return read_limited(directory / "lineage", 64 * 1024).decode("utf-8")
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise StoreError(f"{directory}: no readable lineage name") from exc
+        return read_limited(directory / "lineage", 64 * 1024, StoreError, "a lineage name").decode()
+    except UnicodeDecodeError as exc:
+        raise StoreError(f"{directory}: the lineage name is not UTF-8") from exc
 
 
 def parse_index_line(line: bytes) -> IndexEntry | None:
