@@ -47,6 +47,14 @@ def _ms_verify(
     )
 
 
+def _ms_sign(
+    cli: Path, keys: KeyPair, signature: Path, model: Path
+) -> subprocess.CompletedProcess[str]:
+    return _model_signing(
+        cli, "sign", "key", "--private_key", keys.private, "--signature", signature, model
+    )
+
+
 def _wg_verify(keys: KeyPair, signature: Path, model: Path) -> subprocess.CompletedProcess[str]:
     return run("verify", model, "--key", keys.public, "--signature", signature)
 
@@ -66,16 +74,7 @@ def test_model_signing_signature_verifies_with_weightgate(
     model_signing_cli: Path, keys: KeyPair, model: Path, tmp_path: Path
 ) -> None:
     signature = tmp_path / "model.sig"
-    made = _model_signing(
-        model_signing_cli,
-        "sign",
-        "key",
-        "--private_key",
-        keys.private,
-        "--signature",
-        signature,
-        model,
-    )
+    made = _ms_sign(model_signing_cli, keys, signature, model)
     assert made.returncode == 0, made.stdout + made.stderr
     verified = _wg_verify(keys, signature, model)
     assert verified.returncode == 0, verified.stderr
@@ -99,16 +98,7 @@ def test_one_byte_changed_in_any_file_fails_both(
 ) -> None:
     ours, theirs = tmp_path / "weightgate.sig", tmp_path / "model_signing.sig"
     assert run("sign", model, "--key", keys.private, "--signature", ours).returncode == 0
-    made = _model_signing(
-        model_signing_cli,
-        "sign",
-        "key",
-        "--private_key",
-        keys.private,
-        "--signature",
-        theirs,
-        model,
-    )
+    made = _ms_sign(model_signing_cli, keys, theirs, model)
     assert made.returncode == 0, made.stderr
     files = _signed_files(model)
     assert len(files) >= 12 and "model.safetensors" in files
