@@ -1,7 +1,8 @@
 """The ``weightgate`` command; each family of subcommands lives in its own module.
 
 ``scan`` is here; ``resolve`` and model URIs in :mod:`.cli_sources`; ``sign``, ``verify``,
-``keys`` and ``records`` in :mod:`.cli_provenance`.
+``keys`` and ``records`` in :mod:`.cli_provenance`; what ``scan`` signs and records in
+:mod:`.cli_scan_provenance`.
 
 Exit codes follow DESIGN.md for every command: 0 pass, 1 could not complete (usage, I/O,
 unreadable input), 2 the gate failed.
@@ -19,7 +20,7 @@ from typing import NoReturn, TextIO
 
 import yaml
 
-from weightgate import __version__, cli_provenance, cli_sources
+from weightgate import __version__, cli_provenance, cli_scan_provenance, cli_sources
 from weightgate.errors import InputError, VerificationFailed
 from weightgate.scan.engine import scan_path
 from weightgate.scan.findings import FileResult, ScanReport, Severity
@@ -147,7 +148,7 @@ def _build_parser() -> argparse.ArgumentParser:
         help="progress bar on stderr (default: on a terminal)",
     )
     cli_sources.add_source_options(scan)
-    cli_provenance.add_scan_options(scan)
+    cli_scan_provenance.add_scan_options(scan)
     cli_sources.add_resolve_command(commands)
     cli_provenance.add_commands(commands)
     return parser
@@ -205,7 +206,7 @@ def _command_scan(args: argparse.Namespace) -> int:
     is_reference = cli_sources.is_reference(args.path)
     # Before scanning: a bad key or store fails fast. After the report: what it signs and
     # records is what the report shows (its failure exits 1, the report already written).
-    provenance = cli_provenance.scan_provenance(args, is_reference)
+    provenance = cli_scan_provenance.scan_provenance(args, is_reference)
     progress = _Progress(sys.stderr) if _wants(args.progress, sys.stderr) else None
     scanned = progress.scanned if progress else None
     if not is_reference:

@@ -1,22 +1,17 @@
-"""The command line's side of provenance: sign, verify, keys, records, and scan's records.
+"""The command line's side of provenance: ``sign``, ``verify``, ``keys`` and ``records``.
 
 ``weightgate sign`` / ``verify`` read and write model_signing signatures; ``keys generate``
-makes a P-256 key pair; ``records verify|log|anchor`` work on a record store; and
-``scan --record-store`` turns the scan's decision into a signed admission record. The work is
+makes a P-256 key pair; ``records verify|log|anchor`` work on a record store. The work is
 done in :mod:`weightgate.provenance`; this module parses options, reads keys and passwords,
-and says who is asking (a CI system from its environment, else the local user).
+and renders results. What ``scan`` signs and records is in :mod:`.cli_scan_provenance`.
 """
 
 from __future__ import annotations
 
 import argparse
-import getpass
-import hashlib
 import json
 import os
-import socket
-from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -25,27 +20,18 @@ from weightgate.provenance.bundle import read_bundle
 from weightgate.provenance.chain import verify_store
 from weightgate.provenance.errors import ModelMismatch
 from weightgate.provenance.keys import (
-    SigningKey,
     generate_signing_key,
     load_signing_key,
     load_verifying_key,
     write_key_pair,
 )
-from weightgate.provenance.manifest import GIT_PATHS, FileDigest, ModelManifest, hash_model
+from weightgate.provenance.manifest import GIT_PATHS
 from weightgate.provenance.model_signature import DEFAULT_SIGNATURE_NAME, sign_model, verify_model
 from weightgate.provenance.record import (
-    Attachment,
-    GateDecision,
-    PolicyReference,
     RecordSummary,
-    Requester,
     parse_record,
 )
 from weightgate.provenance.store import RecordStore
-from weightgate.scan.findings import ScanReport
-from weightgate.scan.reports.json import report_to_dict
-from weightgate.scan.settings import ScanSettings
-from weightgate.sources.model import FetchedModel
 
 PASSWORD_VARIABLE = "WEIGHTGATE_KEY_PASSWORD"
 STORE_VARIABLE = "WEIGHTGATE_RECORD_STORE"
@@ -62,7 +48,7 @@ def add_commands(commands: Any) -> None:
     )
     sign.add_argument("model", type=Path, metavar="MODEL_DIR")
     sign.add_argument("--key", type=Path, required=True, metavar="KEY.pem", help="private key")
-    _password_option(sign)
+    password_option(sign)
     sign.add_argument(
         "--signature",
         type=Path,
@@ -93,7 +79,7 @@ def add_commands(commands: Any) -> None:
     )
     generate.add_argument("--private-key", type=Path, default=Path("weightgate-key.pem"))
     generate.add_argument("--public-key", type=Path, default=Path("weightgate-pub.pem"))
-    _password_option(generate)
+    password_option(generate)
 
     records = commands.add_parser("records", help="check and read admission records")
     record_commands = records.add_subparsers(
@@ -142,35 +128,7 @@ def add_commands(commands: Any) -> None:
     )
     anchor.add_argument("store", type=Path, metavar="STORE")
     anchor.add_argument("--key", type=Path, required=True, metavar="KEY.pem")
-    _password_option(anchor)
-
-
-def add_scan_options(parser: argparse.ArgumentParser) -> None:
-    """The options of ``scan`` that sign what it scanned and record its decision."""
-    group = parser.add_argument_group("signatures and admission records")
-    group.add_argument(
-        "--signing-key", type=Path, metavar="KEY.pem", help="signs the signature and the record"
-    )
-    group.add_argument(
-        "--signature",
-        type=Path,
-        metavar="PATH",
-        help="when the gate passes, sign the scanned model directory (model_signing format), "
-        "reusing the scan's digests: the signature covers exactly the bytes that were scanned",
-    )
-    group.add_argument(
-        "--record-store",
-        type=Path,
-        metavar="DIR",
-        help="append a signed record of this decision, pass or fail, to the store "
-        "(created if missing)",
-    )
-    group.add_argument(
-        "--lineage",
-        help="the model's identity without revision (default: the URI's lineage, or the "
-        "file:// URI of a local path)",
-    )
-    _password_option(group)
+    password_option(anchor)
 
 
 def _store_option(parser: argparse.ArgumentParser) -> None:
@@ -183,7 +141,8 @@ def _store_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _password_option(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+def password_option(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """``--key-password-file``, for every command that reads a private key."""
     parser.add_argument(
         "--key-password-file",
         type=Path,
@@ -349,172 +308,6 @@ def _summary_dict(item: RecordSummary) -> dict[str, Any]:
         "admissionReviewUid": item.admission_uid,
         "policy": dict(item.policy),
     }
-
-
-# -- records of scan decisions ----------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ScanProvenance:
-    """What ``scan`` signs and records; built before scanning, so a bad key fails fast."""
-
-    key: SigningKey
-    signature: Path | None
-    store: RecordStore | None
-    lineage: str | None
-    policy_file: Path | None
-
-    def apply(
-        self,
-        report: ScanReport,
-        settings: ScanSettings,
-        model: Path,
-        fetched: FetchedModel | None,
-        stream: TextIO,
-    ) -> None:
-        """Sign the scanned model if it passed, then record the decision; say what was done.
-
-        Raises:
-            InputError: The model, the signature or the store cannot be written or read.
-        """
-        passed = not report.failed(settings.fail_on) and not report.errors
-        known = {item.path: item.sha256 for item in report.files}
-        # The record's manifest first: a signature written into the model comes after it.
-        decision = self.decision(report, settings, model, fetched, passed) if self.store else None
-        if self.signature is not None:
-            if passed:
-                sign_model(model, self.key, self.signature, known=known, only_known=True)
-                stream.write(f"weightgate: signed the scanned files: {self.signature}\n")
-            else:
-                stream.write("weightgate: not signed: the gate failed\n")
-        if self.store is not None and decision is not None:
-            stored = self.store.append(decision, self.key)
-            stream.write(
-                f"weightgate: record {stored.sequence} of {stored.lineage} written: {stored.path}\n"
-            )
-
-    def decision(
-        self,
-        report: ScanReport,
-        settings: ScanSettings,
-        model: Path,
-        fetched: FetchedModel | None,
-        passed: bool,
-    ) -> GateDecision:
-        """The record's content: the scanned files, the verdict, who asked, under what policy."""
-        known = {item.path: item.sha256 for item in report.files}
-        if model.is_dir():
-            manifest = hash_model(model, GIT_PATHS, known, only_known=True)
-        else:
-            files = tuple(FileDigest(item.path, item.sha256) for item in report.files)
-            manifest = ModelManifest(model.name, files, ())
-        local_uri = model.resolve().as_uri()
-        policy_document = policy_json(settings)
-        scan_json = json.dumps(report_to_dict(report, settings.fail_on), indent=2).encode()
-        return GateDecision(
-            lineage=self.lineage or (fetched.resolved.lineage if fetched else local_uri),
-            resource_uri=fetched.resolved.reference if fetched else local_uri,
-            manifest=manifest,
-            allowed=passed,
-            reasons=scan_reasons(report, settings),
-            requester=requester_from_environment(os.environ),
-            policy=PolicyReference(
-                self.policy_file.resolve().as_uri() if self.policy_file else DEFAULT_POLICY_URI,
-                hashlib.sha256(policy_document).hexdigest(),
-            ),
-            revision=fetched.revision if fetched else None,
-            attachments=(
-                Attachment("scan-report.json", "application/json", scan_json),
-                Attachment("policy.json", "application/json", policy_document),
-            ),
-        )
-
-
-def scan_provenance(args: argparse.Namespace, is_reference: bool) -> ScanProvenance | None:
-    """What ``scan``'s options ask to sign and record, or None.
-
-    Raises:
-        InputError: Options that do not go together, or an unusable key or store.
-    """
-    if args.record_store is None and args.signature is None:
-        if args.signing_key is not None:
-            raise InputError("--signing-key needs --signature or --record-store")
-        return None
-    if args.signing_key is None:
-        raise InputError("--signature and --record-store need --signing-key")
-    if args.signature is not None and (is_reference or not Path(args.path).is_dir()):
-        raise InputError(
-            "--signature signs a local model directory; for a model URI use --record-store"
-        )
-    key = load_signing_key(args.signing_key, key_password(args))
-    store = RecordStore(args.record_store, create=True) if args.record_store else None
-    policy = Path(args.policy) if args.policy else None
-    return ScanProvenance(key, args.signature, store, args.lineage, policy)
-
-
-def scan_reasons(report: ScanReport, settings: ScanSettings) -> tuple[str, ...]:
-    """Why the gate failed: each finding at or above the threshold, each unreadable file."""
-    reasons = [
-        f"{finding.rule} in {finding.path}: {finding.message}"
-        for finding in report.findings
-        if finding.severity >= settings.fail_on
-    ]
-    reasons += [f"could not scan {path}: {reason}" for path, reason in report.errors]
-    return tuple(reasons)
-
-
-def policy_json(settings: ScanSettings) -> bytes:
-    """The effective gate settings as canonical JSON (the record's policy digest covers it)."""
-    document = {
-        "failOn": settings.fail_on.label,
-        "allowGlobals": sorted(settings.allowed_globals),
-        "limits": asdict(settings.limits),
-    }
-    return json.dumps(document, sort_keys=True, separators=(",", ":")).encode()
-
-
-def requester_from_environment(environ: Mapping[str, str]) -> Requester:
-    """Who runs this: the CI system's actor and run when there is one, else the local user."""
-    if environ.get("GITHUB_ACTIONS") == "true":
-        server = environ.get("GITHUB_SERVER_URL", "https://github.com")
-        repository, run = environ.get("GITHUB_REPOSITORY", ""), environ.get("GITHUB_RUN_ID", "")
-        return Requester(
-            "ci",
-            environ.get("GITHUB_ACTOR", ""),
-            {
-                "system": "github-actions",
-                "repository": repository,
-                "ref": environ.get("GITHUB_REF", ""),
-                "workflow": environ.get("GITHUB_WORKFLOW_REF", ""),
-                "run": f"{server}/{repository}/actions/runs/{run}" if run else "",
-            },
-        )
-    if environ.get("GITLAB_CI") == "true":
-        return Requester(
-            "ci",
-            environ.get("GITLAB_USER_LOGIN", ""),
-            {
-                "system": "gitlab-ci",
-                "repository": environ.get("CI_PROJECT_PATH", ""),
-                "ref": environ.get("CI_COMMIT_REF_NAME", ""),
-                "run": environ.get("CI_JOB_URL", ""),
-            },
-        )
-    if environ.get("JENKINS_URL"):
-        return Requester(
-            "ci",
-            environ.get("BUILD_USER_ID", "") or environ.get("JOB_NAME", ""),
-            {
-                "system": "jenkins",
-                "job": environ.get("JOB_NAME", ""),
-                "run": environ.get("BUILD_URL", ""),
-            },
-        )
-    try:
-        user = getpass.getuser()
-    except (KeyError, OSError):
-        user = str(os.getuid())
-    return Requester("user", user, {"host": socket.gethostname()})
 
 
 def key_password(args: argparse.Namespace) -> bytes | None:
