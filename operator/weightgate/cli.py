@@ -1,6 +1,7 @@
 """The ``weightgate`` command; each family of subcommands lives in its own module.
 
-``scan`` is here; ``resolve`` and model URIs in :mod:`.cli_sources`; ``sign``, ``verify``,
+``scan`` is here; ``resolve`` and model URIs in :mod:`.cli_sources`; ``diff`` in
+:mod:`.cli_analysis`; ``sign``, ``verify``,
 ``keys`` and ``records`` in :mod:`.cli_provenance`; what ``scan`` signs and records in
 :mod:`.cli_scan_provenance`.
 
@@ -20,7 +21,13 @@ from typing import NoReturn, TextIO
 
 import yaml
 
-from weightgate import __version__, cli_provenance, cli_scan_provenance, cli_sources
+from weightgate import (
+    __version__,
+    cli_analysis,
+    cli_provenance,
+    cli_scan_provenance,
+    cli_sources,
+)
 from weightgate.errors import InputError, VerificationFailed
 from weightgate.scan.engine import scan_path
 from weightgate.scan.findings import FileResult, ScanReport, Severity
@@ -150,6 +157,7 @@ def _build_parser() -> argparse.ArgumentParser:
     cli_sources.add_source_options(scan)
     cli_scan_provenance.add_scan_options(scan)
     cli_sources.add_resolve_command(commands)
+    cli_analysis.add_diff_command(commands)
     cli_provenance.add_commands(commands)
     return parser
 
@@ -270,7 +278,8 @@ def _report(
     return EXIT_PASS
 
 
-_PROVENANCE_COMMANDS = {
+_COMMANDS = {
+    "diff": cli_analysis.command_diff,
     "sign": cli_provenance.command_sign,
     "verify": cli_provenance.command_verify,
     "keys": cli_provenance.command_keys,
@@ -286,8 +295,8 @@ def main(argv: list[str] | None = None) -> int:
             return _command_scan(args)
         if args.command == "resolve":
             return _command_resolve(args)
-        if args.command in _PROVENANCE_COMMANDS:
-            return _PROVENANCE_COMMANDS[args.command](args, sys.stdout)
+        if args.command in _COMMANDS:
+            return _COMMANDS[args.command](args, sys.stdout)
     except InputError as exc:
         print(f"weightgate: error: {exc}", file=sys.stderr)
         return EXIT_INCOMPLETE

@@ -1,0 +1,238 @@
+"""``weightgate diff``: compare a candidate with the last admitted version, decide, report.
+
+Detectors and their verdicts (``fail`` fails the gate, exit 2):
+
+* ``manifest``: any tensor added, removed, renamed, reshaped or re-typed fails — a new
+  version of the same model keeps its architecture, and an added module (TrojanNet) or a
+  swapped tensor shows here first. When the two share under half of their tensors they are
+  different models, not versions: that is an input error (exit 1), not a verdict.
+* ``bit-flips``: a tensor in which at most ``MAX_FLIP_ELEMENTS`` elements changed, each only
+  in its exponent bits, fails (bit-flip attacks change a handful of exponents; a fine-tune
+  moves mantissas everywhere).
+* ``census``: weights changed in at least one tensor but in no more than
+  ``MAX_EDITED_TENSORS`` tensors, themselves at most ``MAX_EDITED_SHARE`` of all tensors,
+  fails as a localised edit (ROME edits one matrix, MEMIT 3-6; a fine-tune changes nearly
+  every tensor). Provisional: the evaluation suite fixes these thresholds on benign
+  negatives (issue 6).
+
+A re-saved copy has an empty diff and passes.
+"""
+
+from __future__ import annotations
+
+import math
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from weightgate.analysis.census import TensorChange, census
+from weightgate.analysis.manifest_diff import ManifestDiff, diff_manifests
+from weightgate.analysis.tensors import open_model
+from weightgate.errors import InputError
+
+MAX_FLIP_ELEMENTS = 64
+MAX_EDITED_TENSORS = 6
+MAX_EDITED_SHARE = 0.05
+MIN_SHARED_TENSORS = 0.5
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """One detector's conclusion: ``pass``, ``warn`` or ``fail``, why, and which tensors."""
+
+    detector: str
+    status: str
+    message: str
+    tensors: tuple[str, ...] = ()
+
+
+@dataclass
+class DiffReport:
+    """Everything ``weightgate diff`` found."""
+
+    baseline: str
+    candidate: str
+    manifest: ManifestDiff
+    changes: list[TensorChange] = field(default_factory=list)
+    verdicts: list[Verdict] = field(default_factory=list)
+
+    @property
+    def failed(self) -> bool:
+        """Whether any detector failed."""
+        return any(verdict.status == "fail" for verdict in self.verdicts)
+
+    @property
+    def changed(self) -> list[TensorChange]:
+        """The common tensors whose elements changed, largest relative change first."""
+        return sorted(
+            (change for change in self.changes if not change.identical),
+            key=lambda change: change.relative_change,
+            reverse=True,
+        )
+
+
+def diff_models(baseline: Path, candidate: Path) -> DiffReport:
+    """Compare two model directories (or files) tensor by tensor.
+
+    Raises:
+        InputError: Either side is missing, malformed or truncated, or the two are
+            different models rather than versions of one.
+    """
+    with ExitStack() as stack:
+        before = open_model(baseline, stack)
+        after = open_model(candidate, stack)
+        manifest = diff_manifests(before, after)
+        shared = len(manifest.common) + len(manifest.renamed)
+        if shared < MIN_SHARED_TENSORS * max(len(before.tensors), len(after.tensors)):
+            raise InputError(
+                f"{baseline} and {candidate} share {shared} of {len(before.tensors)} and "
+                f"{len(after.tensors)} tensors: different architectures, not two versions"
+            )
+        report = DiffReport(str(baseline), str(candidate), manifest)
+        report.changes = [census(before, after, name) for name in manifest.common]
+    report.verdicts = [
+        _manifest_verdict(manifest),
+        _flip_verdict(report.changes),
+        _census_verdict(report.changes, len(manifest.common)),
+    ]
+    return report
+
+
+def _manifest_verdict(manifest: ManifestDiff) -> Verdict:
+    if not manifest.structural:
+        return Verdict("manifest", "pass", "same tensors, shapes and types")
+    parts = []
+    for label, items in (
+        ("added", manifest.added),
+        ("removed", manifest.removed),
+        ("renamed", [f"{old} -> {new}" for old, new in manifest.renamed]),
+        (
+            "reshaped",
+            [f"{name} {list(old)} -> {list(new)}" for name, old, new in manifest.reshaped],
+        ),
+        ("re-typed", [f"{name} {old} -> {new}" for name, old, new in manifest.retyped]),
+    ):
+        if items:
+            parts.append(f"{len(items)} {label}")
+    names = (
+        *manifest.added, *manifest.removed, *(new for _, new in manifest.renamed),
+        *(name for name, _, _ in manifest.reshaped), *(name for name, _, _ in manifest.retyped),
+    )  # fmt: skip
+    return Verdict("manifest", "fail", "tensors " + ", ".join(parts), tuple(names))
+
+
+def _flip_verdict(changes: list[TensorChange]) -> Verdict:
+    flipped = [
+        change
+        for change in changes
+        if 0 < change.changed <= MAX_FLIP_ELEMENTS and change.exponent_flips == change.changed
+    ]
+    if not flipped:
+        return Verdict("bit-flips", "pass", "no tensor changed only in a few exponents")
+    total = sum(change.exponent_flips for change in flipped)
+    return Verdict(
+        "bit-flips",
+        "fail",
+        f"{total} element(s) changed only in their exponent bits, in {len(flipped)} tensor(s)",
+        tuple(change.name for change in flipped),
+    )
+
+
+def _census_verdict(changes: list[TensorChange], common: int) -> Verdict:
+    edited = [change for change in changes if not change.identical]
+    if not edited:
+        return Verdict("census", "pass", "no weight changed")
+    share = len(edited) / max(common, 1)
+    summary = f"{len(edited)} of {common} tensors changed ({share:.1%})"
+    if len(edited) <= MAX_EDITED_TENSORS and share <= MAX_EDITED_SHARE:
+        ranked = sorted(edited, key=lambda change: change.relative_change, reverse=True)
+        return Verdict(
+            "census",
+            "fail",
+            f"localised edit: {summary}; a fine-tune changes nearly every tensor",
+            tuple(change.name for change in ranked),
+        )
+    return Verdict("census", "pass", summary)
+
+
+def report_to_dict(report: DiffReport) -> dict[str, Any]:
+    """The JSON form of a report."""
+    manifest = report.manifest
+    return {
+        "baseline": report.baseline,
+        "candidate": report.candidate,
+        "passed": not report.failed,
+        "verdicts": [
+            {
+                "detector": v.detector,
+                "status": v.status,
+                "message": v.message,
+                "tensors": list(v.tensors),
+            }
+            for v in report.verdicts
+        ],
+        "manifest": {
+            "added": list(manifest.added),
+            "removed": list(manifest.removed),
+            "renamed": [list(pair) for pair in manifest.renamed],
+            "reshaped": [
+                {"tensor": name, "baseline": list(old), "candidate": list(new)}
+                for name, old, new in manifest.reshaped
+            ],
+            "retyped": [
+                {"tensor": name, "baseline": old, "candidate": new}
+                for name, old, new in manifest.retyped
+            ],
+            "files": [{"path": path, "change": change} for path, change in manifest.files],
+        },
+        "tensors": {
+            "compared": len(report.changes),
+            "identical": sum(change.identical for change in report.changes),
+            "changed": [
+                {
+                    "tensor": change.name,
+                    "elements": change.elements,
+                    "changed": change.changed,
+                    "changedFraction": change.changed_fraction,
+                    "exponentFlips": change.exponent_flips,
+                    "maxAbsDelta": _number(change.max_abs_delta),
+                    "relativeChange": _number(change.relative_change),
+                }
+                for change in report.changed
+            ],
+        },
+    }
+
+
+def render_text(report: DiffReport, limit: int = 20) -> str:
+    """The human form: verdicts first, then what changed."""
+    lines = [f"baseline  {report.baseline}", f"candidate {report.candidate}", ""]
+    for verdict in report.verdicts:
+        lines.append(f"{verdict.status.upper():<5} {verdict.detector}: {verdict.message}")
+        lines.extend(f"      {name}" for name in verdict.tensors[:limit])
+    changed = report.changed
+    identical = sum(change.identical for change in report.changes)
+    lines.append("")
+    lines.append(
+        f"{len(report.changes)} tensors compared: {identical} identical, {len(changed)} changed"
+    )
+    for change in changed[:limit]:
+        lines.append(
+            f"  {change.name}: {change.changed}/{change.elements} elements "
+            f"({change.changed_fraction:.2%}), |d|max {change.max_abs_delta:.3g}, "
+            f"|D|/|W| {change.relative_change:.3g}"
+            + (f", {change.exponent_flips} exponent-only" if change.exponent_flips else "")
+        )
+    if len(changed) > limit:
+        lines.append(f"  ... {len(changed) - limit} more (--format json lists all)")
+    for path, what in report.manifest.files:
+        lines.append(f"file {what}: {path}")
+    lines.append("")
+    lines.append("FAIL: the gate failed" if report.failed else "PASS: no detector failed")
+    return "\n".join(lines) + "\n"
+
+
+def _number(value: float) -> float | str:
+    # JSON has no NaN or Infinity; say them as text.
+    return value if math.isfinite(value) else str(value)

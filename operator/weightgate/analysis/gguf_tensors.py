@@ -1,0 +1,80 @@
+"""GGUF tensors: the header from weightgate's strict reader, values from the ``gguf`` package.
+
+Quantised tensors are dequantised by ``gguf.quants.dequantize`` (llama.cpp's own Python
+package, the reference for its block formats), a whole number of rows at a time, so memory
+stays at one chunk. Shapes are reported outermost first (GGUF stores the fastest dimension
+first), matching the same model's safetensors shapes.
+"""
+
+from __future__ import annotations
+
+import mmap
+from collections.abc import Iterator
+
+import numpy as np
+from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType
+from gguf.quants import dequantize
+
+from weightgate.analysis.dtypes import ELEMENT_TYPES, Values
+from weightgate.analysis.tensor_info import TensorInfo
+from weightgate.errors import FormatError
+from weightgate.formats.gguf import read_gguf
+from weightgate.formats.limits import Limits
+
+
+class GGUFTensorFile:
+    """The tensors of one GGUF file, over its memory map."""
+
+    def __init__(self, data: mmap.mmap, relative: str, limits: Limits) -> None:
+        self.data = data
+        parsed = read_gguf(data, limits)
+        if parsed.big_endian:
+            raise FormatError(f"{relative}: big-endian GGUF is not supported by the analysis")
+        if parsed.problems:
+            problem = parsed.problems[0]
+            raise FormatError(f"{relative}: {problem.message}", problem.offset)
+        self.tensors = []
+        for tensor in parsed.tensors:
+            try:
+                kind = GGMLQuantizationType(tensor.ggml_type)
+            except ValueError:
+                raise FormatError(
+                    f"{relative}: tensor {tensor.name!r} has unknown GGML type {tensor.ggml_type}"
+                ) from None
+            if tensor.n_bytes is None:
+                raise FormatError(f"{relative}: tensor {tensor.name!r} has no readable size")
+            self.tensors.append(
+                TensorInfo(
+                    tensor.name,
+                    relative,
+                    kind.name,
+                    tuple(reversed(tensor.shape)),
+                    parsed.data_offset + tensor.offset,
+                    tensor.n_bytes,
+                )
+            )
+
+    def raw(self, tensor: TensorInfo, start: int, stop: int) -> memoryview:
+        """Stored bytes of ``tensor``."""
+        return memoryview(self.data)[tensor.offset + start : tensor.offset + stop]
+
+    def values(self, tensor: TensorInfo, chunk_elements: int) -> Iterator[Values]:
+        """Dequantised values, whole rows at a time (at least one row per chunk)."""
+        if tensor.dtype in ELEMENT_TYPES:  # F32, F16, BF16, I8...: stored as plain elements
+            element = ELEMENT_TYPES[tensor.dtype]
+            step = max(1, chunk_elements) * element.itemsize
+            for start in range(0, tensor.nbytes, step):
+                yield element.decode(self.raw(tensor, start, min(start + step, tensor.nbytes)))
+            return
+        kind = GGMLQuantizationType[tensor.dtype]
+        block_elements, block_bytes = GGML_QUANT_SIZES[kind]
+        row_elements = tensor.shape[-1] if tensor.shape else 1
+        row_bytes = row_elements // block_elements * block_bytes
+        rows = tensor.nbytes // row_bytes if row_bytes else 0
+        rows_per_chunk = max(1, chunk_elements // max(row_elements, 1))
+        for first in range(0, rows, rows_per_chunk):
+            last = min(rows, first + rows_per_chunk)
+            raw = np.frombuffer(
+                self.raw(tensor, first * row_bytes, last * row_bytes), dtype=np.uint8
+            ).reshape(last - first, row_bytes)
+            yield dequantize(raw, kind).astype(np.float64).reshape(-1)

@@ -1,0 +1,1 @@
+"""Weight analysis: tensor access and the diff of two versions of a model."""

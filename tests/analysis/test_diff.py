@@ -1,0 +1,152 @@
+"""``weightgate diff`` on real models: re-saves, edits, flips, added modules, bad input.
+
+Candidates are made from the real all-MiniLM-L6-v2 with the ``safetensors`` library (load,
+change, save), and from the real SmolLM2 GGUF by changing stored bytes.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+import pytest
+from safetensors.numpy import load_file, save_file
+
+from tests.cli_process import run
+from tests.models import minilm_dir, smollm2_gguf
+from weightgate.analysis.diff import diff_models
+
+Arrays = dict[str, npt.NDArray[np.float32]]
+EDITED = "encoder.layer.3.intermediate.dense.weight"
+
+
+def _variant(tmp_path: Path, name: str, change: Callable[[Arrays], None]) -> Path:
+    """A copy of MiniLM whose weights went through ``change`` and were saved again."""
+    target = tmp_path / name
+    shutil.copytree(minilm_dir(), target)
+    tensors = load_file(str(target / "model.safetensors"))
+    change(tensors)
+    save_file(tensors, str(target / "model.safetensors"))
+    return target
+
+
+def test_a_resaved_copy_has_an_empty_diff_and_exits_0(tmp_path: Path) -> None:
+    resaved = _variant(tmp_path, "resaved", lambda tensors: None)
+    assert (resaved / "model.safetensors").read_bytes() != b""  # really written again
+    report = diff_models(minilm_dir(), resaved)
+    assert not report.failed
+    assert report.changed == []
+    assert not report.manifest.structural and report.manifest.files == ()
+    result = run("diff", minilm_dir(), resaved)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "104 tensors compared: 104 identical, 0 changed" in result.stdout
+
+
+def _rank_one(tensors: Arrays) -> None:
+    weight = tensors[EDITED]
+    rng = np.random.default_rng(7)
+    u = rng.standard_normal(weight.shape[0]).astype(np.float32)
+    v = rng.standard_normal(weight.shape[1]).astype(np.float32)
+    delta = 0.01 * np.outer(u, v) / np.sqrt(weight.shape[1])
+    tensors[EDITED] = (weight + delta).astype(np.float32)
+
+
+def test_a_single_tensor_edit_fails_and_names_the_tensor(tmp_path: Path) -> None:
+    edited = _variant(tmp_path, "edited", _rank_one)
+    result = run("diff", minilm_dir(), edited, "--format", "json")
+    assert result.returncode == 2, result.stderr
+    document = json.loads(result.stdout)
+    census = next(v for v in document["verdicts"] if v["detector"] == "census")
+    assert census["status"] == "fail"
+    assert census["tensors"] == [EDITED]
+    (change,) = document["tensors"]["changed"]
+    assert change["tensor"] == EDITED
+    assert change["changedFraction"] > 0.99
+
+
+def test_a_change_to_every_tensor_passes_the_census(tmp_path: Path) -> None:
+    def fine_tune(tensors: Arrays) -> None:
+        rng = np.random.default_rng(3)
+        for name, weight in tensors.items():
+            if weight.dtype == np.float32:  # not the integer position ids
+                noise = rng.standard_normal(weight.shape).astype(np.float32)
+                tensors[name] = weight + np.float32(1e-3) * noise
+
+    tuned = _variant(tmp_path, "tuned", fine_tune)
+    report = diff_models(minilm_dir(), tuned)
+    assert len(report.changed) == 103
+    assert not report.failed, [v for v in report.verdicts if v.status == "fail"]
+
+
+def test_exponent_bit_flips_are_caught(tmp_path: Path) -> None:
+    def flip(tensors: Arrays) -> None:
+        bits = tensors[EDITED].view(np.uint32).copy()
+        bits.reshape(-1)[[5, 999, 4000]] ^= 1 << 29  # one exponent bit each
+        tensors[EDITED] = bits.view(np.float32)
+
+    flipped = _variant(tmp_path, "flipped", flip)
+    report = diff_models(minilm_dir(), flipped)
+    verdict = next(v for v in report.verdicts if v.detector == "bit-flips")
+    assert verdict.status == "fail"
+    assert verdict.tensors == (EDITED,)
+    assert "3 element(s) changed only in their exponent bits" in verdict.message
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        (lambda t: t.update(hidden_trigger=np.ones((8, 384), np.float32)), "1 added"),
+        (lambda t: t.update(renamed_query=t.pop(EDITED)), "1 renamed"),
+        (lambda t: t.update({EDITED: t[EDITED][:, :100].copy()}), "1 reshaped"),
+        (lambda t: t.update({EDITED: t[EDITED].astype(np.float16)}), "1 re-typed"),
+    ],
+)
+def test_structural_changes_fail_the_manifest(
+    tmp_path: Path, change: Callable[[Arrays], None], expected: str
+) -> None:
+    candidate = _variant(tmp_path, "changed", change)
+    report = diff_models(minilm_dir(), candidate)
+    verdict = next(v for v in report.verdicts if v.detector == "manifest")
+    assert verdict.status == "fail"
+    assert expected in verdict.message
+
+
+def test_a_changed_block_of_the_gguf_model_is_found(tmp_path: Path) -> None:
+    from contextlib import ExitStack
+
+    from weightgate.analysis.tensors import open_model
+
+    candidate = tmp_path / "smollm2.gguf"
+    shutil.copy(smollm2_gguf(), candidate)
+    with ExitStack() as stack:
+        info = open_model(smollm2_gguf(), stack).tensors["blk.5.ffn_down.weight"]
+    data = bytearray(candidate.read_bytes())
+    data[info.offset + 100] ^= 0x11  # quantised nibbles of one block
+    candidate.write_bytes(bytes(data))
+    result = run("diff", smollm2_gguf(), candidate)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "FAIL  census: localised edit: 1 of 272 tensors changed" in result.stdout
+    assert "blk.5.ffn_down.weight" in result.stdout
+
+
+@pytest.mark.parametrize("case", ["architectures", "truncated", "missing"])
+def test_mismatched_or_malformed_inputs_exit_1(tmp_path: Path, case: str) -> None:
+    if case == "architectures":
+        candidate = smollm2_gguf()
+        message = "different architectures"
+    elif case == "truncated":
+        candidate = tmp_path / "model.safetensors"
+        data = (minilm_dir() / "model.safetensors").read_bytes()
+        candidate.write_bytes(data[: len(data) - 1000])
+        message = "not a readable tensor file"
+    else:
+        candidate = tmp_path / "absent"
+        message = "no such file or directory"
+    result = run("diff", minilm_dir(), candidate)
+    assert result.returncode == 1
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
