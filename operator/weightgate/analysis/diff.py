@@ -12,8 +12,15 @@ Detectors and their verdicts (``fail`` fails the gate, exit 2):
 * ``census``: weights changed in at least one tensor but in no more than
   ``MAX_EDITED_TENSORS`` tensors, themselves at most ``MAX_EDITED_SHARE`` of all tensors,
   fails as a localised edit (ROME edits one matrix, MEMIT 3-6; a fine-tune changes nearly
-  every tensor). Provisional: the evaluation suite fixes these thresholds on benign
-  negatives (issue 6).
+  every tensor).
+* ``spectral``: a changed matrix whose ΔW has at most ``MAX_EDIT_RANK`` standing-out
+  singular directions holding at least ``MIN_RANK_ENERGY`` of its change is *low-rank*;
+  low-rank changes confined to at most ``MAX_EDITED_TENSORS`` matrices, at most
+  ``MAX_EDITED_SHARE`` of all matrices, fail (an edit, even one followed by a light
+  fine-tune that changed everything else a little; a merged benign LoRA is low-rank in every
+  adapted matrix, not in a few). See :mod:`.spectral`.
+
+Thresholds are provisional: the evaluation suite fixes them on benign negatives (issue 6).
 
 A re-saved copy has an empty diff and passes.
 """
@@ -28,6 +35,7 @@ from typing import Any
 
 from weightgate.analysis.census import TensorChange, census
 from weightgate.analysis.manifest_diff import ManifestDiff, diff_manifests
+from weightgate.analysis.spectral import SpectralProfile, spectral_profile
 from weightgate.analysis.tensors import open_model
 from weightgate.errors import InputError
 
@@ -35,6 +43,8 @@ MAX_FLIP_ELEMENTS = 64
 MAX_EDITED_TENSORS = 6
 MAX_EDITED_SHARE = 0.05
 MIN_SHARED_TENSORS = 0.5
+MAX_EDIT_RANK = 8
+MIN_RANK_ENERGY = 0.5
 
 
 @dataclass(frozen=True)
@@ -55,6 +65,8 @@ class DiffReport:
     candidate: str
     manifest: ManifestDiff
     changes: list[TensorChange] = field(default_factory=list)
+    spectra: dict[str, SpectralProfile] = field(default_factory=dict)
+    matrices: int = 0
     verdicts: list[Verdict] = field(default_factory=list)
 
     @property
@@ -91,12 +103,24 @@ def diff_models(baseline: Path, candidate: Path) -> DiffReport:
             )
         report = DiffReport(str(baseline), str(candidate), manifest)
         report.changes = [census(before, after, name) for name in manifest.common]
+        matrices = {name for name in manifest.common if _is_matrix(before.tensors[name].shape)}
+        report.matrices = len(matrices)
+        for change in report.changes:
+            if change.name in matrices and not change.identical:
+                report.spectra[change.name] = spectral_profile(
+                    before, after, change.name, change.delta_norm
+                )
     report.verdicts = [
         _manifest_verdict(manifest),
         _flip_verdict(report.changes),
         _census_verdict(report.changes, len(manifest.common)),
+        _spectral_verdict(report.spectra, report.matrices),
     ]
     return report
+
+
+def _is_matrix(shape: tuple[int, ...]) -> bool:
+    return len(shape) >= 2 and shape[0] >= 2 and math.prod(shape[1:]) >= 2
 
 
 def _manifest_verdict(manifest: ManifestDiff) -> Verdict:
@@ -156,6 +180,27 @@ def _census_verdict(changes: list[TensorChange], common: int) -> Verdict:
     return Verdict("census", "pass", summary)
 
 
+def _spectral_verdict(spectra: dict[str, SpectralProfile], matrices: int) -> Verdict:
+    low_rank = [
+        profile
+        for profile in spectra.values()
+        if 0 < profile.rank <= MAX_EDIT_RANK and profile.rank_energy >= MIN_RANK_ENERGY
+    ]
+    if not low_rank:
+        return Verdict("spectral", "pass", f"{len(spectra)} changed matrices, none low-rank")
+    share = len(low_rank) / max(matrices, 1)
+    described = ", ".join(
+        f"{p.name} (rank {p.rank}, {p.rank_energy:.0%} of the change)" for p in low_rank[:3]
+    )
+    summary = f"{len(low_rank)} of {matrices} matrices changed by a low-rank update: {described}"
+    if len(low_rank) <= MAX_EDITED_TENSORS and share <= MAX_EDITED_SHARE:
+        ranked = sorted(low_rank, key=lambda profile: profile.rank_energy, reverse=True)
+        return Verdict(
+            "spectral", "fail", f"low-rank edit: {summary}", tuple(p.name for p in ranked)
+        )
+    return Verdict("spectral", "pass", f"spread, not confined: {summary}")
+
+
 def report_to_dict(report: DiffReport) -> dict[str, Any]:
     """The JSON form of a report."""
     manifest = report.manifest
@@ -198,10 +243,25 @@ def report_to_dict(report: DiffReport) -> dict[str, Any]:
                     "exponentFlips": change.exponent_flips,
                     "maxAbsDelta": _number(change.max_abs_delta),
                     "relativeChange": _number(change.relative_change),
+                    **_spectrum_dict(report.spectra.get(change.name)),
                 }
                 for change in report.changed
             ],
         },
+    }
+
+
+def _spectrum_dict(profile: SpectralProfile | None) -> dict[str, Any]:
+    if profile is None:
+        return {}
+    return {
+        "spectrum": {
+            "rank": profile.rank,
+            "rankEnergy": profile.rank_energy,
+            "stableRank": profile.stable_rank,
+            "entropy": profile.entropy,
+            "sigma": list(profile.sigma),
+        }
     }
 
 
@@ -223,6 +283,7 @@ def render_text(report: DiffReport, limit: int = 20) -> str:
             f"({change.changed_fraction:.2%}), |d|max {change.max_abs_delta:.3g}, "
             f"|D|/|W| {change.relative_change:.3g}"
             + (f", {change.exponent_flips} exponent-only" if change.exponent_flips else "")
+            + _spectrum_text(report.spectra.get(change.name))
         )
     if len(changed) > limit:
         lines.append(f"  ... {len(changed) - limit} more (--format json lists all)")
@@ -231,6 +292,14 @@ def render_text(report: DiffReport, limit: int = 20) -> str:
     lines.append("")
     lines.append("FAIL: the gate failed" if report.failed else "PASS: no detector failed")
     return "\n".join(lines) + "\n"
+
+
+def _spectrum_text(profile: SpectralProfile | None) -> str:
+    if profile is None:
+        return ""
+    return (
+        f", rank {profile.rank} ({profile.rank_energy:.0%}), stable rank {profile.stable_rank:.3g}"
+    )
 
 
 def _number(value: float) -> float | str:
