@@ -15,8 +15,9 @@ from safetensors.numpy import load_file, save_file
 
 from tests.cli_process import run
 from tests.models import minilm_dir, smollm2_gguf
-from weightgate.analysis import spectral
+from weightgate.analysis import census as census_module
 from weightgate.analysis.diff import diff_models
+from weightgate.analysis.spectral import DeltaSketch
 from weightgate.analysis.tensors import open_model
 
 QUERY = "encoder.layer.2.attention.self.query.weight"
@@ -49,11 +50,10 @@ def _minilm_variant(
     return target
 
 
-def test_streaming_svd_matches_the_exact_singular_values(
+def test_the_sketch_finds_the_singular_values_of_the_change(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(spectral, "BLOCK_ELEMENTS", 384 * 7)  # many row blocks, a short last one
-    weights = load_file(str(minilm_dir() / "model.safetensors"))[QUERY].astype(np.float64)
+    monkeypatch.setattr(census_module, "CHUNK_ELEMENTS", 384 * 7)  # many blocks, a short last
     rng = np.random.default_rng(5)
     strong = rng.standard_normal((384, 3)) @ rng.standard_normal((3, 384))
     delta = strong + 0.01 * rng.standard_normal((384, 384))
@@ -61,16 +61,33 @@ def test_streaming_svd_matches_the_exact_singular_values(
     with ExitStack() as stack:
         before, after = open_model(minilm_dir(), stack), open_model(candidate, stack)
         exact_delta = (
-            np.concatenate(list(after.values(QUERY))) - np.concatenate(list(before.values(QUERY)))
+            np.concatenate(list(after.values(QUERY))).astype(np.float64)
+            - np.concatenate(list(before.values(QUERY))).astype(np.float64)
         ).reshape(384, 384)
-        profile = spectral.spectral_profile(
-            before, after, QUERY, float(np.linalg.norm(exact_delta))
+        sketch = DeltaSketch(384, 384)
+        change = census_module.census(before, after, QUERY, sketch)
+        screen = sketch.estimate(QUERY)
+        refined = sketch.refine(
+            QUERY, census_module.delta_blocks(before, after, QUERY), change.delta_norm
         )
+    assert change.delta_norm == pytest.approx(float(np.linalg.norm(exact_delta)), rel=1e-5)
     exact = np.linalg.svd(exact_delta, compute_uv=False)
-    np.testing.assert_allclose(profile.sigma[:3], exact[:3], rtol=1e-3)
-    assert profile.rank == 3
-    assert profile.rank_energy > 0.99
-    assert weights.shape == (384, 384)
+    assert screen.rank == 3 and not screen.refined
+    np.testing.assert_allclose(refined.sigma[:3], exact[:3], rtol=1e-3)
+    assert refined.rank == 3 and refined.refined
+    assert refined.rank_energy > 0.99
+
+
+def test_the_screen_does_not_call_dense_noise_low_rank(tmp_path: Path) -> None:
+    rng = np.random.default_rng(8)
+    candidate = _minilm_variant(tmp_path, {QUERY: 0.01 * rng.standard_normal((384, 384))})
+    with ExitStack() as stack:
+        before, after = open_model(minilm_dir(), stack), open_model(candidate, stack)
+        sketch = DeltaSketch(384, 384)
+        census_module.census(before, after, QUERY, sketch)
+        screen = sketch.estimate(QUERY)
+    assert screen.rank == 0
+    assert screen.stable_rank > 10
 
 
 def test_poisongpt_style_rank_one_edit_of_smollm2_exits_2_naming_tensor_and_rank(

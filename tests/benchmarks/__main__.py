@@ -1,10 +1,10 @@
-"""``python -m tests.benchmarks``: run the benchmarks of issues 2, 4 and 5 and print the table.
+"""``python -m tests.benchmarks``: run the benchmarks of issues 2, 4, 5 and 6; print the table.
 
 Usage (normally through ``scripts/bench``)::
 
     python -m tests.benchmarks [--size GIB] [--fetch-size GIB] [--shard-gb GB] [--repeats N]
-                               [--quiet-wait SECONDS] [--only scan|memory|pickle|fetch|sign ...]
-                               [--cache DIR] [--corpus DIR]
+                               [--quiet-wait SECONDS] [--cache DIR] [--corpus DIR]
+                               [--only scan|memory|pickle|fetch|sign|diff ...]
 
 The figures are ratios against references measured in the same run; nothing here fails
 because the machine is slow. The exit status is 0 even when a target is not met (the
@@ -19,7 +19,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from tests.benchmarks import bench_fetch, bench_pickle, bench_scan, bench_sign
+from tests.benchmarks import bench_diff, bench_fetch, bench_pickle, bench_scan, bench_sign
 from tests.benchmarks.bench_scan import Samples
 from tests.benchmarks.measure import ChildFailed, Table, busy_cores
 from tests.benchmarks.model_data import Recipe, cached_model
@@ -27,7 +27,7 @@ from tests.tools.install import ToolInstallFailed
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_CORPUS = Path(os.environ.get("WEIGHTGATE_CORPUS", REPO.parent / "shared" / "corpus"))
-PARTS = ("scan", "memory", "pickle", "fetch", "sign")
+PARTS = ("scan", "memory", "pickle", "fetch", "sign", "diff")
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -65,7 +65,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         help="run only this part (repeatable): scan = directory throughput, "
         "memory = single big file + peak RSS, pickle = pickle corpus, "
         "fetch = download from an OCI registry and an mlflow server vs curl, "
-        "sign = sign the model directory vs model_signing sign key",
+        "sign = sign the model directory vs model_signing sign key, "
+        "diff = weightgate diff of two models vs openssl hashing both",
     )
     parser.add_argument(
         "--cache",
@@ -115,6 +116,12 @@ def main(argv: list[str]) -> int:
             bench_scan.memory_rows(sharded / "config.json", measured, table, log)
         if "sign" in parts:
             bench_sign.bench_sign(sharded, args.repeats, table, log, quiet_wait=args.quiet_wait)
+        if "diff" in parts:
+            shard_bytes = int(args.shard_gb * 1e9)
+            recipe = Recipe(total, shard_bytes, finite=True)
+            bench_diff.bench_diff(
+                args.cache, recipe, args.repeats, table, log, quiet_wait=args.quiet_wait
+            )
         if "pickle" in parts:
             bench_pickle.bench_pickle_corpus(args.corpus, args.repeats, table, log)
         if "fetch" in parts:

@@ -131,11 +131,15 @@ def check_same_digests(
 
 
 def measure_rotating(
-    commands: dict[str, list[str]], repeats: int, quiet_wait: float = 30.0
+    commands: dict[str, list[str]],
+    repeats: int,
+    quiet_wait: float = 30.0,
+    ok_codes: tuple[int, ...] = (0,),
 ) -> dict[str, Samples]:
     """Run every command ``repeats`` times, rotating which goes first each round.
 
-    Each round waits up to ``quiet_wait`` seconds for the machine to be idle first.
+    Each round waits up to ``quiet_wait`` seconds for the machine to be idle first;
+    ``ok_codes`` are the exit codes that count as a run (a diff that fails the gate is one).
     """
     samples = {name: Samples(name) for name in commands}
     names = list(commands)
@@ -145,7 +149,8 @@ def measure_rotating(
         shift = round_number % len(names)
         for name in names[shift:] + names[:shift]:
             python_tool = commands[name][0] == sys.executable
-            samples[name].add(run_child(commands[name], capture=python_tool))
+            run = run_child(commands[name], capture=python_tool, ok_codes=ok_codes)
+            samples[name].add(run)
     return samples
 
 

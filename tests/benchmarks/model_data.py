@@ -7,8 +7,11 @@ The layout matches what safetensors writes (JSON header padded with spaces to a 
 safetensors package opens the result.
 
 Tensor bytes are random (SFC64, about 3 GB/s), so nothing is sparse or compressible and
-every byte really has to be read and hashed. Generated models are cached: a directory is
-reused when its ``.done`` stamp beside it names the same recipe.
+every byte really has to be read and hashed. A ``finite`` recipe writes weights instead
+(bf16 of N(0, 0.02): no NaN or Inf, as the weight diff needs), and ``delta_seed`` adds a
+dense N(0, 0.002) change to them, the shape of a fine-tune, so that two recipes differing
+only there are a baseline and its fine-tuned candidate. Generated models are cached: a
+directory is reused when its ``.done`` stamp beside it names the same recipe.
 """
 
 from __future__ import annotations
@@ -50,11 +53,18 @@ class Recipe:
     max_shard_bytes: int
     seed: int = 0
     version: int = RECIPE_VERSION
+    finite: bool = False
+    delta_seed: int | None = None
 
     @property
     def key(self) -> str:
         """A directory name that identifies the recipe."""
-        return f"llama-{self.total_bytes}-shard{self.max_shard_bytes}-seed{self.seed}"
+        key = f"llama-{self.total_bytes}-shard{self.max_shard_bytes}-seed{self.seed}"
+        if self.finite:
+            key += "-finite"
+        if self.delta_seed is not None:
+            key += f"-delta{self.delta_seed}"
+        return key
 
 
 def llama_tensors(total_bytes: int) -> tuple[dict[str, int], list[Tensor]]:
@@ -118,8 +128,14 @@ def shard(tensors: list[Tensor], max_shard_bytes: int) -> list[list[Tensor]]:
     return shards
 
 
-def write_safetensors(path: Path, tensors: list[Tensor], rng: np.random.Generator) -> None:
-    """Write one safetensors file with random BF16 data, streamed in pieces."""
+def write_safetensors(
+    path: Path,
+    tensors: list[Tensor],
+    rng: np.random.Generator,
+    finite: bool = False,
+    delta: np.random.Generator | None = None,
+) -> None:
+    """Write one safetensors file with random BF16 data (or weights), streamed in pieces."""
     header: dict[str, object] = {"__metadata__": {"format": "pt"}}
     offset = 0
     for tensor in tensors:
@@ -137,9 +153,22 @@ def write_safetensors(path: Path, tensors: list[Tensor], rng: np.random.Generato
         remaining = offset
         while remaining:
             count = min(remaining, WRITE_PIECE)
-            words = rng.integers(0, 2**64 - 1, size=(count + 7) // 8, dtype=np.uint64)
-            out.write(words.data.cast("B")[:count])
+            if finite:
+                out.write(_weights(rng, delta, count // BF16_BYTES).tobytes())
+            else:
+                words = rng.integers(0, 2**64 - 1, size=(count + 7) // 8, dtype=np.uint64)
+                out.write(words.data.cast("B")[:count])
             remaining -= count
+
+
+def _weights(
+    rng: np.random.Generator, delta: np.random.Generator | None, count: int
+) -> np.ndarray[tuple[int], np.dtype[np.uint16]]:
+    """``count`` bf16 weights as their bit patterns (the top half of each float32)."""
+    values = rng.standard_normal(count, dtype=np.float32) * np.float32(0.02)
+    if delta is not None:
+        values += delta.standard_normal(count, dtype=np.float32) * np.float32(0.002)
+    return (values.view(np.uint32) >> 16).astype(np.uint16)
 
 
 def generate(recipe: Recipe, target: Path) -> None:
@@ -147,6 +176,9 @@ def generate(recipe: Recipe, target: Path) -> None:
     config, tensors = llama_tensors(recipe.total_bytes)
     shards = shard(tensors, recipe.max_shard_bytes)
     rng = np.random.Generator(np.random.SFC64(recipe.seed))
+    delta = None
+    if recipe.delta_seed is not None:
+        delta = np.random.Generator(np.random.SFC64(recipe.delta_seed))
     weight_map: dict[str, str] = {}
     for number, members in enumerate(shards, start=1):
         name = (
@@ -154,7 +186,7 @@ def generate(recipe: Recipe, target: Path) -> None:
             if len(shards) == 1
             else f"model-{number:05d}-of-{len(shards):05d}.safetensors"
         )
-        write_safetensors(target / name, members, rng)
+        write_safetensors(target / name, members, rng, recipe.finite, delta)
         weight_map.update({tensor.name: name for tensor in members})
     if len(shards) > 1:
         index = {

@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import json
 import pickle
+from dataclasses import replace
 from pathlib import Path
 
 from safetensors import safe_open
 
 import weightgate
-from tests.benchmarks import bench_fetch, bench_pickle, bench_scan, bench_sign
+from tests.benchmarks import bench_diff, bench_fetch, bench_pickle, bench_scan, bench_sign
 from tests.benchmarks.measure import Table, run_child
 from tests.benchmarks.model_data import Recipe, cached_model, llama_tensors, model_files
 from tests.servers.mlflow import MlflowServer
@@ -126,6 +127,32 @@ def test_sign_benchmark_runs(tmp_path: Path, model_signing_cli: Path) -> None:
         "scan and sign (a CI gate)",
     ]
     assert all(row.ratio.endswith("x") for row in table.rows)
+
+
+def test_diff_benchmark_runs(tmp_path: Path) -> None:
+    table = Table()
+    lines: list[str] = []
+    recipe = Recipe(TINY.total_bytes, TINY.max_shard_bytes, finite=True)
+    bench_diff.bench_diff(tmp_path, recipe, repeats=1, table=table, log=lines.append, quiet_wait=0)
+    assert [row.figure for row in table.rows] == [
+        "diff 2 x 0.00 GiB (re-save)",
+        "diff 2 x 0.00 GiB (fine-tune)",
+    ]
+    assert all("peak RSS" in row.measured for row in table.rows)
+
+
+def test_finite_recipes_are_weights_and_a_delta_changes_every_one(tmp_path: Path) -> None:
+    recipe = Recipe(TINY.total_bytes, TINY.max_shard_bytes, finite=True)
+    base = cached_model(tmp_path, recipe, log=False)
+    tuned = cached_model(tmp_path, replace(recipe, delta_seed=1), log=False)
+    shard = "model-00001-of-00004.safetensors"
+    with safe_open(str(base / shard), framework="numpy") as old_file:
+        name = next(iter(old_file.keys()))
+        old = old_file.get_slice(name)[:]
+    with safe_open(str(tuned / shard), framework="numpy") as new_file:
+        new = new_file.get_slice(name)[:]
+    assert old.dtype == new.dtype
+    assert (old != new).mean() > 0.9
 
 
 def test_pickle_benchmark_runs_on_a_tiny_corpus(tmp_path: Path) -> None:

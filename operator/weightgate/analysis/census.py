@@ -7,24 +7,30 @@ Statistics, over the stored elements of a tensor present in both versions:
   edit few, a re-save none;
 * ``exponent_flips``: changed elements whose bits differ *only* in the exponent field, the
   signature of bit-flip attacks (flipping one exponent bit scales a weight by 2^(2^k));
+* ``non_finite``: changed elements that are or were NaN or infinite;
 * ``max_abs_delta``, ``delta_norm`` and ``base_norm`` (so ‖Δ‖/‖W‖), on the decoded values.
 
-Both tensors are read in lockstep, one chunk at a time. Stored bytes are compared first: an
-unchanged tensor costs one memory comparison and is never decoded (its norm is not needed).
+Both tensors are read in lockstep, one block of rows at a time, and the same pass feeds the
+spectral sketch of ΔW (:class:`~weightgate.analysis.spectral.DeltaSketch`) for matrices.
+Stored bytes are compared first: an unchanged tensor costs one comparison, never a decode.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
 
-from weightgate.analysis.dtypes import ELEMENT_TYPES
+from weightgate.analysis.dtypes import ELEMENT_TYPES, Values
+from weightgate.analysis.spectral import DeltaSketch
 from weightgate.analysis.tensor_info import CHUNK_ELEMENTS
 from weightgate.analysis.tensors import ModelTensors
 
 _COMPARE_CHUNK = 8 << 20
+Mask = npt.NDArray[np.bool_]
 
 
 @dataclass(frozen=True)
@@ -35,6 +41,7 @@ class TensorChange:
     elements: int
     changed: int
     exponent_flips: int
+    non_finite: int
     max_abs_delta: float
     delta_norm: float
     base_norm: float
@@ -58,48 +65,98 @@ class TensorChange:
         return 0.0 if self.delta_norm == 0 else math.inf
 
 
-def census(baseline: ModelTensors, candidate: ModelTensors, name: str) -> TensorChange:
-    """Compare tensor ``name`` (same shape and dtype in both) element by element."""
+class _Tally:
+    def __init__(self) -> None:
+        self.changed = self.flips = self.non_finite = 0
+        self.max_delta = self.delta_squares = self.base_squares = 0.0
+
+    def add(self, old: Values, new: Values, moved: Mask) -> Values:
+        """Count one chunk; returns ΔW for it (0 where unchanged or not finite)."""
+        self.base_squares += _squares(old)
+        count = int(np.count_nonzero(moved))
+        if not count:
+            return np.zeros_like(old)
+        self.changed += count
+        delta = new - old
+        largest = float(np.abs(delta).max())
+        if not math.isfinite(largest):  # rare: NaN or Inf on either side
+            delta[~moved] = 0  # NaN - NaN with equal bits is no change
+            bad = ~np.isfinite(delta)
+            self.non_finite += int(np.count_nonzero(bad))
+            delta[bad] = 0
+            largest = math.inf if bad.any() else float(np.abs(delta).max())
+        self.max_delta = max(self.max_delta, largest)
+        self.delta_squares += _squares(delta)
+        return delta
+
+
+def census(
+    baseline: ModelTensors, candidate: ModelTensors, name: str, sketch: DeltaSketch | None = None
+) -> TensorChange:
+    """Compare tensor ``name`` (same shape and dtype in both); feed ``sketch`` if given."""
     info = baseline.tensors[name]
     if _same_bytes(baseline, candidate, name):
-        return TensorChange(name, info.size, 0, 0, 0.0, 0.0, 0.0)
-    element = ELEMENT_TYPES.get(info.dtype)
-    changed = flips = 0
-    max_delta = delta_squares = base_squares = 0.0
-    if element is not None:
-        step = CHUNK_ELEMENTS * element.itemsize
-        pairs = zip(baseline.raw_chunks(name, step), candidate.raw_chunks(name, step), strict=True)
-        for old_raw, new_raw in pairs:
-            old_bits = np.frombuffer(old_raw, dtype=element.bits)
-            new_bits = np.frombuffer(new_raw, dtype=element.bits)
-            difference = old_bits ^ new_bits
-            moved = difference != 0
-            count = int(np.count_nonzero(moved))
-            old = element.decode(old_raw)
-            base_squares += float(np.dot(old, old))
-            if not count:
-                continue
-            changed += count
-            if element.exponent_mask:
-                only_exponent = (difference & ~np.array(element.exponent_mask, element.bits)) == 0
-                flips += int(np.count_nonzero(moved & only_exponent))
-            delta = element.decode(new_raw)[moved] - old[moved]
-            max_delta, delta_squares = _accumulate(delta, max_delta, delta_squares)
-    else:  # block-quantised: compare decoded values
-        pairs_values = zip(baseline.values(name), candidate.values(name), strict=True)
-        for old, new in pairs_values:
-            base_squares += float(np.dot(old, old))
-            moved = old != new
-            count = int(np.count_nonzero(moved))
-            if count:
-                changed += count
-                max_delta, delta_squares = _accumulate(
-                    new[moved] - old[moved], max_delta, delta_squares
-                )
+        return TensorChange(name, info.size, 0, 0, 0, 0.0, 0.0, 0.0)
+    tally = _Tally()
+    first_row = 0
+    cols = _columns(info.shape, info.size)
+    for old, new, moved, flips in _chunks(baseline, candidate, name):
+        tally.flips += flips
+        delta = tally.add(old, new, moved)
+        if sketch is not None:
+            block = delta.reshape(-1, cols)
+            sketch.add(first_row, block)
+            first_row += block.shape[0]
     return TensorChange(
-        name, info.size, changed, flips, max_delta, math.sqrt(delta_squares),
-        math.sqrt(base_squares),
+        name, info.size, tally.changed, tally.flips, tally.non_finite, tally.max_delta,
+        math.sqrt(tally.delta_squares), math.sqrt(tally.base_squares),
     )  # fmt: skip
+
+
+def delta_blocks(
+    baseline: ModelTensors, candidate: ModelTensors, name: str
+) -> Iterator[tuple[int, Values]]:
+    """(first row, block of ΔW) over a matrix, as the census saw it (non-finite -> 0)."""
+    info = baseline.tensors[name]
+    cols = _columns(info.shape, info.size)
+    first_row = 0
+    for old, new, moved, _ in _chunks(baseline, candidate, name):
+        delta = np.where(moved, new - old, 0)
+        delta[~np.isfinite(delta)] = 0
+        block = delta.reshape(-1, cols)
+        yield first_row, block
+        first_row += block.shape[0]
+
+
+def _columns(shape: tuple[int, ...], size: int) -> int:
+    return math.prod(shape[1:]) if len(shape) > 1 else max(size, 1)
+
+
+def _chunks(
+    baseline: ModelTensors, candidate: ModelTensors, name: str
+) -> Iterator[tuple[Values, Values, Mask, int]]:
+    """(old, new, changed mask, exponent-only flips) per block of whole rows, in lockstep."""
+    info = baseline.tensors[name]
+    cols = _columns(info.shape, info.size)
+    chunk = max(1, CHUNK_ELEMENTS // cols) * cols if len(info.shape) > 1 else CHUNK_ELEMENTS
+    kind = ELEMENT_TYPES.get(info.dtype)
+    if kind is None:  # block-quantised: compare decoded values
+        pairs = zip(baseline.values(name, chunk), candidate.values(name, chunk), strict=True)
+        for old, new in pairs:
+            yield old, new, old != new, 0
+        return
+    step = chunk * kind.itemsize
+    raw = zip(baseline.raw_chunks(name, step), candidate.raw_chunks(name, step), strict=True)
+    keep = np.array(~kind.exponent_mask & ((1 << (8 * kind.itemsize)) - 1), dtype=kind.bits)
+    for old_raw, new_raw in raw:
+        difference = np.frombuffer(old_raw, kind.bits) ^ np.frombuffer(new_raw, kind.bits)
+        moved = difference != 0
+        flips = 0
+        if kind.exponent_mask:
+            # Elements with no bit outside the exponent changed, minus those with none at all.
+            unmoved = difference.size - int(np.count_nonzero(moved))
+            flips = int(np.count_nonzero((difference & keep) == 0)) - unmoved
+        yield kind.decode(old_raw), kind.decode(new_raw), moved, flips
 
 
 def _same_bytes(baseline: ModelTensors, candidate: ModelTensors, name: str) -> bool:
@@ -107,16 +164,9 @@ def _same_bytes(baseline: ModelTensors, candidate: ModelTensors, name: str) -> b
         baseline.raw_chunks(name, _COMPARE_CHUNK), candidate.raw_chunks(name, _COMPARE_CHUNK),
         strict=True,
     )  # fmt: skip
-    return all(
-        np.array_equal(np.frombuffer(old, np.uint8), np.frombuffer(new, np.uint8))
-        for old, new in pairs
-    )
+    return all(old == new for old, new in pairs)
 
 
-def _accumulate(
-    delta: np.ndarray[tuple[int], np.dtype[np.float64]], max_delta: float, squares: float
-) -> tuple[float, float]:
-    # A change to or from NaN/Inf is the largest change there is.
-    magnitude = np.abs(delta)
-    magnitude[~np.isfinite(magnitude)] = math.inf
-    return max(max_delta, float(magnitude.max())), squares + float(np.dot(magnitude, magnitude))
+def _squares(values: Values) -> float:
+    # float32 dot products lose little over a chunk; the sum over chunks is in float64.
+    return float(np.dot(values, values))

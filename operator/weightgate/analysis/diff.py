@@ -8,7 +8,8 @@ Detectors and their verdicts (``fail`` fails the gate, exit 2):
   different models, not versions: that is an input error (exit 1), not a verdict.
 * ``bit-flips``: a tensor in which at most ``MAX_FLIP_ELEMENTS`` elements changed, each only
   in its exponent bits, fails (bit-flip attacks change a handful of exponents; a fine-tune
-  moves mantissas everywhere).
+  moves mantissas everywhere); so does any weight that became (or stopped being) NaN or
+  infinite.
 * ``census``: weights changed in at least one tensor but in no more than
   ``MAX_EDITED_TENSORS`` tensors, themselves at most ``MAX_EDITED_SHARE`` of all tensors,
   fails as a localised edit (ROME edits one matrix, MEMIT 3-6; a fine-tune changes nearly
@@ -28,15 +29,17 @@ A re-saved copy has an empty diff and passes.
 from __future__ import annotations
 
 import math
+import os
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from weightgate.analysis.census import TensorChange, census
+from weightgate.analysis.census import TensorChange, census, delta_blocks
 from weightgate.analysis.manifest_diff import ManifestDiff, diff_manifests
-from weightgate.analysis.spectral import SpectralProfile, spectral_profile
-from weightgate.analysis.tensors import open_model
+from weightgate.analysis.spectral import DeltaSketch, SpectralProfile
+from weightgate.analysis.tensors import ModelTensors, open_model
 from weightgate.errors import InputError
 
 MAX_FLIP_ELEMENTS = 64
@@ -102,14 +105,17 @@ def diff_models(baseline: Path, candidate: Path) -> DiffReport:
                 f"{len(after.tensors)} tensors: different architectures, not two versions"
             )
         report = DiffReport(str(baseline), str(candidate), manifest)
-        report.changes = [census(before, after, name) for name in manifest.common]
-        matrices = {name for name in manifest.common if _is_matrix(before.tensors[name].shape)}
-        report.matrices = len(matrices)
-        for change in report.changes:
-            if change.name in matrices and not change.identical:
-                report.spectra[change.name] = spectral_profile(
-                    before, after, change.name, change.delta_norm
-                )
+        report.matrices = sum(_is_matrix(before.tensors[name].shape) for name in manifest.common)
+
+        def compare(name: str) -> tuple[TensorChange, SpectralProfile | None]:
+            return _compare(before, after, name)
+
+        # numpy releases the GIL in the work that matters: one tensor per core.
+        with ThreadPoolExecutor(max_workers=len(os.sched_getaffinity(0))) as pool:
+            for change, profile in pool.map(compare, manifest.common):
+                report.changes.append(change)
+                if profile is not None:
+                    report.spectra[change.name] = profile
     report.verdicts = [
         _manifest_verdict(manifest),
         _flip_verdict(report.changes),
@@ -117,6 +123,21 @@ def diff_models(baseline: Path, candidate: Path) -> DiffReport:
         _spectral_verdict(report.spectra, report.matrices),
     ]
     return report
+
+
+def _compare(
+    before: ModelTensors, after: ModelTensors, name: str
+) -> tuple[TensorChange, SpectralProfile | None]:
+    """The census of one tensor and, for a changed matrix, the profile of its change."""
+    shape = before.tensors[name].shape
+    sketch = DeltaSketch(shape[0], math.prod(shape[1:])) if _is_matrix(shape) else None
+    change = census(before, after, name, sketch)
+    if sketch is None or change.identical or change.non_finite:
+        return change, None
+    profile = sketch.estimate(name)
+    if _low_rank(profile):  # a suspect: read it again for the exact spectrum
+        profile = sketch.refine(name, delta_blocks(before, after, name), change.delta_norm)
+    return change, profile
 
 
 def _is_matrix(shape: tuple[int, ...]) -> bool:
@@ -147,6 +168,15 @@ def _manifest_verdict(manifest: ManifestDiff) -> Verdict:
 
 
 def _flip_verdict(changes: list[TensorChange]) -> Verdict:
+    broken = [change for change in changes if change.non_finite]
+    if broken:
+        total = sum(change.non_finite for change in broken)
+        return Verdict(
+            "bit-flips",
+            "fail",
+            f"{total} element(s) became or stopped being NaN or infinite",
+            tuple(change.name for change in broken),
+        )
     flipped = [
         change
         for change in changes
@@ -180,12 +210,12 @@ def _census_verdict(changes: list[TensorChange], common: int) -> Verdict:
     return Verdict("census", "pass", summary)
 
 
+def _low_rank(profile: SpectralProfile) -> bool:
+    return 0 < profile.rank <= MAX_EDIT_RANK and profile.rank_energy >= MIN_RANK_ENERGY
+
+
 def _spectral_verdict(spectra: dict[str, SpectralProfile], matrices: int) -> Verdict:
-    low_rank = [
-        profile
-        for profile in spectra.values()
-        if 0 < profile.rank <= MAX_EDIT_RANK and profile.rank_energy >= MIN_RANK_ENERGY
-    ]
+    low_rank = [profile for profile in spectra.values() if profile.refined and _low_rank(profile)]
     if not low_rank:
         return Verdict("spectral", "pass", f"{len(spectra)} changed matrices, none low-rank")
     share = len(low_rank) / max(matrices, 1)
@@ -241,6 +271,7 @@ def report_to_dict(report: DiffReport) -> dict[str, Any]:
                     "changed": change.changed,
                     "changedFraction": change.changed_fraction,
                     "exponentFlips": change.exponent_flips,
+                    "nonFinite": change.non_finite,
                     "maxAbsDelta": _number(change.max_abs_delta),
                     "relativeChange": _number(change.relative_change),
                     **_spectrum_dict(report.spectra.get(change.name)),
@@ -283,6 +314,7 @@ def render_text(report: DiffReport, limit: int = 20) -> str:
             f"({change.changed_fraction:.2%}), |d|max {change.max_abs_delta:.3g}, "
             f"|D|/|W| {change.relative_change:.3g}"
             + (f", {change.exponent_flips} exponent-only" if change.exponent_flips else "")
+            + (f", {change.non_finite} non-finite" if change.non_finite else "")
             + _spectrum_text(report.spectra.get(change.name))
         )
     if len(changed) > limit:

@@ -1,4 +1,4 @@
-"""Stored element types as numbers: decode a chunk of raw bytes to float64.
+"""Stored element types as numbers: decode a chunk of raw bytes to float32 (or float64).
 
 numpy has no bfloat16 or float8; ``ml_dtypes`` (the JAX project's numpy dtypes) supplies
 them with the exact OCP/IEEE semantics (E4M3FN has no infinities, the FNUZ variants have
@@ -9,12 +9,15 @@ format the analysis reads stores them element by element.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import ml_dtypes
 import numpy as np
 import numpy.typing as npt
 
-Values = npt.NDArray[np.float64]
+Values = npt.NDArray[np.floating[Any]]
+"""Decoded values: float32, or float64 for types float32 cannot hold exactly (F64, 32/64-bit
+integers), so that a change is never rounded away."""
 
 
 @dataclass(frozen=True)
@@ -32,6 +35,12 @@ class ElementType:
     exponent_mask: int
 
     @property
+    def compute(self) -> np.dtype[np.floating[Any]]:
+        """float32 when it holds every value exactly, else float64."""
+        exact = (self.value.kind == "f" and self.itemsize <= 4) or self.itemsize <= 2
+        return np.dtype(np.float32 if exact else np.float64)
+
+    @property
     def itemsize(self) -> int:
         """Bytes per element."""
         return self.value.itemsize
@@ -42,8 +51,8 @@ class ElementType:
         return np.dtype(f"<u{self.itemsize}")
 
     def decode(self, raw: memoryview | bytes) -> Values:
-        """The values of whole elements in ``raw``, as float64."""
-        return np.frombuffer(raw, dtype=self.value).astype(np.float64)
+        """The values of whole elements in ``raw``, in the :attr:`compute` type."""
+        return np.frombuffer(raw, dtype=self.value).astype(self.compute)
 
 
 _LAYOUT: dict[str, tuple[npt.DTypeLike, int]] = {

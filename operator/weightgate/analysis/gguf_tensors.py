@@ -16,17 +16,18 @@ from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType
 from gguf.quants import dequantize
 
 from weightgate.analysis.dtypes import ELEMENT_TYPES, Values
-from weightgate.analysis.tensor_info import TensorInfo
+from weightgate.analysis.tensor_info import FileBytes, TensorInfo, plain_values
 from weightgate.errors import FormatError
 from weightgate.formats.gguf import read_gguf
 from weightgate.formats.limits import Limits
 
 
 class GGUFTensorFile:
-    """The tensors of one GGUF file, over its memory map."""
+    """The tensors of one GGUF file."""
 
-    def __init__(self, data: mmap.mmap, relative: str, limits: Limits) -> None:
-        self.data = data
+    def __init__(self, data: mmap.mmap, source: FileBytes, limits: Limits) -> None:
+        self.source = source
+        relative = source.name
         parsed = read_gguf(data, limits)
         if parsed.big_endian:
             raise FormatError(f"{relative}: big-endian GGUF is not supported by the analysis")
@@ -54,17 +55,14 @@ class GGUFTensorFile:
                 )
             )
 
-    def raw(self, tensor: TensorInfo, start: int, stop: int) -> memoryview:
+    def raw(self, tensor: TensorInfo, start: int, stop: int) -> bytes:
         """Stored bytes of ``tensor``."""
-        return memoryview(self.data)[tensor.offset + start : tensor.offset + stop]
+        return self.source.read(tensor.offset + start, stop - start)
 
     def values(self, tensor: TensorInfo, chunk_elements: int) -> Iterator[Values]:
         """Dequantised values, whole rows at a time (at least one row per chunk)."""
         if tensor.dtype in ELEMENT_TYPES:  # F32, F16, BF16, I8...: stored as plain elements
-            element = ELEMENT_TYPES[tensor.dtype]
-            step = max(1, chunk_elements) * element.itemsize
-            for start in range(0, tensor.nbytes, step):
-                yield element.decode(self.raw(tensor, start, min(start + step, tensor.nbytes)))
+            yield from plain_values(self.source, tensor, chunk_elements)
             return
         kind = GGMLQuantizationType[tensor.dtype]
         block_elements, block_bytes = GGML_QUANT_SIZES[kind]
@@ -77,4 +75,4 @@ class GGUFTensorFile:
             raw = np.frombuffer(
                 self.raw(tensor, first * row_bytes, last * row_bytes), dtype=np.uint8
             ).reshape(last - first, row_bytes)
-            yield dequantize(raw, kind).astype(np.float64).reshape(-1)
+            yield dequantize(raw, kind).reshape(-1)  # float32

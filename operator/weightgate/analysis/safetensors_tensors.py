@@ -11,17 +11,18 @@ import mmap
 from collections.abc import Iterator
 
 from weightgate.analysis.dtypes import ELEMENT_TYPES, Values
-from weightgate.analysis.tensor_info import TensorInfo
+from weightgate.analysis.tensor_info import FileBytes, TensorInfo, plain_values
 from weightgate.errors import FormatError
 from weightgate.formats.limits import Limits
 from weightgate.formats.safetensors import read_safetensors_header
 
 
 class SafetensorsFile:
-    """The tensors of one safetensors file, over its memory map."""
+    """The tensors of one safetensors file."""
 
-    def __init__(self, data: mmap.mmap, relative: str, limits: Limits) -> None:
-        self.data = data
+    def __init__(self, data: mmap.mmap, source: FileBytes, limits: Limits) -> None:
+        self.source = source
+        relative = source.name
         header = read_safetensors_header(data, limits)
         if header.problems:
             problem = header.problems[0]
@@ -44,13 +45,10 @@ class SafetensorsFile:
                 )
             )
 
-    def raw(self, tensor: TensorInfo, start: int, stop: int) -> memoryview:
+    def raw(self, tensor: TensorInfo, start: int, stop: int) -> bytes:
         """Stored bytes of ``tensor``."""
-        return memoryview(self.data)[tensor.offset + start : tensor.offset + stop]
+        return self.source.read(tensor.offset + start, stop - start)
 
     def values(self, tensor: TensorInfo, chunk_elements: int) -> Iterator[Values]:
         """Decoded values, ``chunk_elements`` at a time."""
-        element = ELEMENT_TYPES[tensor.dtype]
-        step = max(1, chunk_elements) * element.itemsize
-        for start in range(0, tensor.nbytes, step):
-            yield element.decode(self.raw(tensor, start, min(start + step, tensor.nbytes)))
+        return plain_values(self.source, tensor, chunk_elements)

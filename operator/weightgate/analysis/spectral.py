@@ -1,19 +1,23 @@
-"""The spectral profile of a weight change ΔW, by a streaming randomised SVD.
+"""The spectral profile of a weight change ΔW: a sketch in the census pass, exact if it matters.
 
-For a changed tensor viewed as a matrix (rows = first dimension), the top singular values of
-ΔW = W_candidate - W_baseline are estimated with the randomised range finder of Halko,
-Martinsson and Tropp (2011, algorithm 4.4: one power iteration), reading both tensors a
-block of rows at a time, so memory is O((rows + cols) * k), never the matrix.
+For a changed tensor viewed as a matrix (rows = first dimension), the census pass also
+takes the range sketch Y = ΔW·Ω with a Gaussian Ω of ``RANGE_WIDTH`` columns, a block of
+rows at a time (memory O(rows·k), never the matrix). Y alone *screens*: its singular values
+show how many directions stand out of the rest and what share of the change they hold, but
+only roughly (one Gaussian draw per direction). A matrix the screen finds low-rank is read
+once more to *refine*: with Q = orth(Y), the singular values of Qᵀ·ΔW are those of ΔW's top
+part (Halko, Martinsson and Tropp, SIAM Review 2011, algorithms 4.1 and 5.1). A fine-tune
+changes every matrix densely, so only the few suspects pay for a second read.
 
 Statistics (``‖·‖`` is the Frobenius norm, exact, from the census):
 
-* ``sigma``: the top ``k`` singular values of ΔW;
+* ``sigma``: the top ``TOP_K`` singular values of ΔW (estimated unless ``refined``);
 * ``stable_rank``: ‖ΔW‖² / s1² (1 for a rank-one edit, large for a dense fine-tune delta);
 * ``rank``: how many leading singular values stand out: s_i more than ``RANK_GAP`` times the
-  median of the lower half of the estimated top ``k`` (the noise floor). Quantisation noise
-  or a light fine-tune on top of an edit raises the floor, not this count;
+  median of the lower half of the top ``TOP_K`` (the noise floor). Quantisation noise or a
+  light fine-tune on top of an edit raises the floor, not this count;
 * ``rank_energy``: the share of ‖ΔW‖² in those ``rank`` directions;
-* ``entropy``: the Shannon entropy (bits) of s_i² / sum(s_j²) over the estimated top ``k``.
+* ``entropy``: the Shannon entropy (bits) of s_i² / sum(s_j²) over the top ``TOP_K``.
 
 ROME writes a rank-one ΔW into one matrix, MEMIT low-rank ones into a few, a merged LoRA
 backdoor a rank-r one; a fine-tune spreads a dense, slowly decaying spectrum everywhere.
@@ -21,20 +25,17 @@ backdoor a rank-r one; a fine-tune spreads a dense, slowly decaying spectrum eve
 
 from __future__ import annotations
 
-import math
-from collections.abc import Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-from weightgate.analysis.tensors import ModelTensors
-
-Matrix = npt.NDArray[np.float64]
+Matrix = npt.NDArray[np.floating[Any]]
 TOP_K = 16
-OVERSAMPLE = 8
+RANGE_WIDTH = 24
 RANK_GAP = 3.0
-BLOCK_ELEMENTS = 1 << 21
 
 
 @dataclass(frozen=True)
@@ -47,30 +48,49 @@ class SpectralProfile:
     rank: int
     rank_energy: float
     entropy: float
+    refined: bool
 
 
-def spectral_profile(
-    baseline: ModelTensors, candidate: ModelTensors, name: str, delta_norm: float, seed: int = 0
+class DeltaSketch:
+    """The range sketch Y = ΔW·Ω, fed one block of rows of ΔW at a time."""
+
+    def __init__(self, rows: int, cols: int, seed: int = 0) -> None:
+        self.width = min(RANGE_WIDTH, rows, cols)
+        rng = np.random.default_rng(seed)
+        self.omega = rng.standard_normal((cols, self.width), dtype=np.float32)
+        self.range = np.zeros((rows, self.width), dtype=np.float32)
+
+    def add(self, first_row: int, block: Matrix) -> None:
+        """Fold rows ``first_row ...`` of ΔW into the sketch."""
+        rows = block.astype(np.float32, copy=False)
+        self.range[first_row : first_row + rows.shape[0]] = rows @ self.omega
+
+    def estimate(self, name: str) -> SpectralProfile:
+        """The screen: statistics from Y alone (scale-free ratios; sigma roughly scaled)."""
+        values = np.linalg.svd(self.range.astype(np.float64), compute_uv=False)
+        total = float(np.sum(values**2))  # E‖Y‖² = width·‖ΔW‖²
+        sigma = values[:TOP_K] / np.sqrt(self.width)
+        return spectrum_profile(name, sigma, np.sqrt(total / self.width), refined=False)
+
+    def refine(
+        self, name: str, blocks: Iterable[tuple[int, Matrix]], delta_norm: float
+    ) -> SpectralProfile:
+        """The exact top of the spectrum from a second read of ΔW's row blocks."""
+        basis, _ = np.linalg.qr(self.range.astype(np.float64))
+        projected = np.zeros((basis.shape[1], self.omega.shape[0]))
+        for first_row, block in blocks:
+            projected += basis[first_row : first_row + block.shape[0]].T @ block
+        sigma = np.linalg.svd(projected, compute_uv=False)[:TOP_K]
+        return spectrum_profile(name, np.asarray(sigma, dtype=np.float64), delta_norm, refined=True)
+
+
+def spectrum_profile(
+    name: str, sigma: npt.NDArray[np.float64], delta_norm: float, *, refined: bool
 ) -> SpectralProfile:
-    """The profile of ΔW for tensor ``name`` (at least 2-D, same shape in both)."""
-    shape = baseline.tensors[name].shape
-    rows, cols = shape[0], math.prod(shape[1:])
-    width = min(TOP_K + OVERSAMPLE, rows, cols)
-    omega = np.random.default_rng(seed).standard_normal((cols, width))
-    sample = _times(baseline, candidate, name, cols, omega)  # Y = ΔW Ω
-    basis, _ = np.linalg.qr(sample)
-    # One power iteration (Z = ΔWᵀ Q, Y = ΔW Z) sharpens a slowly decaying spectrum.
-    projected, _ = np.linalg.qr(_transpose_times(baseline, candidate, name, cols, basis))
-    basis, _ = np.linalg.qr(_times(baseline, candidate, name, cols, projected))
-    small = _transpose_times(baseline, candidate, name, cols, basis).T  # B = Qᵀ ΔW
-    sigma = np.asarray(np.linalg.svd(small, compute_uv=False), dtype=np.float64)[:TOP_K]
-    return _profile(name, sigma, delta_norm)
-
-
-def _profile(name: str, sigma: Matrix, delta_norm: float) -> SpectralProfile:
+    """The statistics of the top singular values ``sigma`` of a change of norm ``delta_norm``."""
     total = delta_norm**2
-    if total == 0 or sigma.size == 0 or sigma[0] == 0:
-        return SpectralProfile(name, (), 0.0, 0, 0.0, 0.0)
+    if total == 0 or sigma.size == 0 or sigma[0] == 0 or not np.isfinite(sigma).all():
+        return SpectralProfile(name, (), 0.0, 0, 0.0, 0.0, refined)
     floor = float(np.median(sigma[len(sigma) // 2 :])) if len(sigma) > 1 else 0.0
     # Leading values only: the count stops at the first one that does not stand out.
     rank = next((i for i, value in enumerate(sigma) if value <= RANK_GAP * floor), len(sigma))
@@ -83,35 +103,5 @@ def _profile(name: str, sigma: Matrix, delta_norm: float) -> SpectralProfile:
         rank=rank,
         rank_energy=min(1.0, float(np.sum(sigma[:rank] ** 2)) / total),
         entropy=entropy,
+        refined=refined,
     )
-
-
-def _delta_rows(
-    baseline: ModelTensors, candidate: ModelTensors, name: str, cols: int
-) -> Iterator[tuple[int, Matrix]]:
-    """(first row, ΔW block) over the whole matrix, a bounded block of rows at a time."""
-    chunk = max(1, BLOCK_ELEMENTS // cols) * cols
-    first = 0
-    for old, new in zip(baseline.values(name, chunk), candidate.values(name, chunk), strict=True):
-        block = (new - old).reshape(-1, cols)
-        yield first, block
-        first += block.shape[0]
-
-
-def _times(
-    baseline: ModelTensors, candidate: ModelTensors, name: str, cols: int, right: Matrix
-) -> Matrix:
-    rows = baseline.tensors[name].shape[0]
-    result = np.empty((rows, right.shape[1]))
-    for first, block in _delta_rows(baseline, candidate, name, cols):
-        result[first : first + block.shape[0]] = block @ right
-    return result
-
-
-def _transpose_times(
-    baseline: ModelTensors, candidate: ModelTensors, name: str, cols: int, left: Matrix
-) -> Matrix:
-    result = np.zeros((cols, left.shape[1]))
-    for first, block in _delta_rows(baseline, candidate, name, cols):
-        result += block.T @ left[first : first + block.shape[0]]
-    return result

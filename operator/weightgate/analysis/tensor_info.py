@@ -1,15 +1,22 @@
-"""What every tensor reader provides: the tensor's description and bounded reads."""
+"""What every tensor reader provides: the tensor's description and bounded reads.
+
+Tensor bytes are read with ``pread`` into fresh buffers, not through a memory map: pages of
+a map stay in the process's resident set once touched, so mapping a model would make peak
+memory grow with the model; reads keep it at a few chunks whatever the model's size.
+"""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
-from weightgate.analysis.dtypes import Values
+from weightgate.analysis.dtypes import ELEMENT_TYPES, Values
+from weightgate.errors import InputError
 
 CHUNK_ELEMENTS = 1 << 20
-"""Elements per chunk: 8 MiB of float64, a few MiB of stored bytes."""
+"""Elements per chunk: 4 MiB of float32, a few MiB of stored bytes."""
 
 
 @dataclass(frozen=True)
@@ -46,10 +53,41 @@ class TensorFile(Protocol):
 
     tensors: list[TensorInfo]
 
-    def raw(self, tensor: TensorInfo, start: int, stop: int) -> memoryview:
+    def raw(self, tensor: TensorInfo, start: int, stop: int) -> bytes:
         """Stored bytes ``start:stop`` of ``tensor`` (relative to its first byte)."""
         ...
 
     def values(self, tensor: TensorInfo, chunk_elements: int) -> Iterator[Values]:
         """The tensor's values in storage order, at most about ``chunk_elements`` at a time."""
         ...
+
+
+class FileBytes:
+    """Byte ranges of one open file, read with ``pread`` (thread-safe, no shared offset)."""
+
+    def __init__(self, descriptor: int, name: str) -> None:
+        self.descriptor = descriptor
+        self.name = name
+
+    def read(self, offset: int, length: int) -> bytes:
+        """Exactly ``length`` bytes at ``offset``.
+
+        Raises:
+            InputError: The file is shorter than that (it changed after it was opened).
+        """
+        data = os.pread(self.descriptor, length, offset)
+        while len(data) < length:
+            more = os.pread(self.descriptor, length - len(data), offset + len(data))
+            if not more:
+                raise InputError(f"{self.name}: ends before byte {offset + length} (truncated?)")
+            data += more
+        return data
+
+
+def plain_values(source: FileBytes, tensor: TensorInfo, chunk_elements: int) -> Iterator[Values]:
+    """Values of a tensor stored element by element, ``chunk_elements`` at a time."""
+    element = ELEMENT_TYPES[tensor.dtype]
+    step = max(1, chunk_elements) * element.itemsize
+    for start in range(0, tensor.nbytes, step):
+        length = min(step, tensor.nbytes - start)
+        yield element.decode(source.read(tensor.offset + start, length))

@@ -1,8 +1,9 @@
 """A model's tensors, opened for streaming: stored bytes and float64 values, chunk by chunk.
 
-``open_model(path)`` maps every safetensors and GGUF file of a directory (or one file) and
+``open_model(path)`` opens every safetensors and GGUF file of a directory (or one file) and
 lists their tensors by name; nothing is read until asked, and every read is a bounded chunk
-of the memory map, so memory follows the chunk size, not the model. Files are recognised
+(see :class:`~weightgate.analysis.tensor_info.FileBytes`), so memory follows the chunk size,
+not the model. Files are recognised
 by content (:func:`weightgate.formats.detect.detect_format`); other files (configs,
 tokenizers) are kept by digest only.
 
@@ -23,7 +24,7 @@ from pathlib import Path
 from weightgate.analysis.dtypes import Values
 from weightgate.analysis.gguf_tensors import GGUFTensorFile
 from weightgate.analysis.safetensors_tensors import SafetensorsFile
-from weightgate.analysis.tensor_info import CHUNK_ELEMENTS, TensorFile, TensorInfo
+from weightgate.analysis.tensor_info import CHUNK_ELEMENTS, FileBytes, TensorFile, TensorInfo
 from weightgate.errors import FormatError, InputError
 from weightgate.formats.detect import FileFormat, detect_format
 from weightgate.formats.limits import Limits
@@ -43,7 +44,7 @@ class ModelTensors:
         info = self.tensors[name]
         return self.readers[info.file].values(info, chunk_elements)
 
-    def raw_chunks(self, name: str, chunk_bytes: int) -> Iterator[memoryview]:
+    def raw_chunks(self, name: str, chunk_bytes: int) -> Iterator[bytes]:
         """The stored bytes of tensor ``name``, ``chunk_bytes`` at a time."""
         info = self.tensors[name]
         reader = self.readers[info.file]
@@ -68,18 +69,9 @@ def open_model(path: Path, stack: ExitStack, limits: Limits | None = None) -> Mo
     model = ModelTensors(path)
     for file in files:
         relative = file.name if file == path else file.relative_to(path).as_posix()
-        data = _map(file, stack)
-        kind = detect_format(data, file.name) if data is not None else None
-        try:
-            reader: TensorFile | None = None
-            if kind is FileFormat.SAFETENSORS and data is not None:
-                reader = SafetensorsFile(data, relative, limits)
-            elif kind is FileFormat.GGUF and data is not None:
-                reader = GGUFTensorFile(data, relative, limits)
-        except FormatError as exc:
-            raise InputError(f"{file}: not a readable tensor file: {exc}") from exc
-        if reader is None:
-            model.other_files[relative] = hashlib.sha256(data or b"").hexdigest()
+        reader = _open_tensor_file(file, relative, stack, limits)
+        if isinstance(reader, str):
+            model.other_files[relative] = reader
             continue
         model.readers[relative] = reader
         for tensor in reader.tensors:
@@ -94,13 +86,43 @@ def open_model(path: Path, stack: ExitStack, limits: Limits | None = None) -> Mo
     return model
 
 
-def _map(file: Path, stack: ExitStack) -> mmap.mmap | None:
+def _open_tensor_file(
+    file: Path, relative: str, stack: ExitStack, limits: Limits
+) -> TensorFile | str:
+    """A reader for a tensor file (kept open until ``stack`` closes), or another file's sha256.
+
+    The file is mapped only while its format is detected and its header parsed.
+    """
     try:
-        with open(file, "rb") as handle:
-            if os.fstat(handle.fileno()).st_size == 0:
-                return None
-            data = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
+        descriptor = os.open(file, os.O_RDONLY)
     except OSError as exc:
         raise InputError(f"{file}: {exc.strerror or exc}") from exc
-    stack.callback(data.close)
-    return data
+    keep = False
+    try:
+        if os.fstat(descriptor).st_size == 0:
+            return hashlib.sha256(b"").hexdigest()
+        with mmap.mmap(descriptor, 0, access=mmap.ACCESS_READ) as data:
+            kind = detect_format(data, file.name)
+            source = FileBytes(descriptor, relative)
+            reader: TensorFile
+            if kind is FileFormat.SAFETENSORS:
+                reader = SafetensorsFile(data, source, limits)
+            elif kind is FileFormat.GGUF:
+                reader = GGUFTensorFile(data, source, limits)
+            else:
+                return _sha256(descriptor)
+        keep = True
+        stack.callback(os.close, descriptor)
+        return reader
+    except FormatError as exc:
+        raise InputError(f"{file}: not a readable tensor file: {exc}") from exc
+    except OSError as exc:
+        raise InputError(f"{file}: {exc.strerror or exc}") from exc
+    finally:
+        if not keep:
+            os.close(descriptor)
+
+
+def _sha256(descriptor: int) -> str:
+    with os.fdopen(os.dup(descriptor), "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
