@@ -1,7 +1,7 @@
 """The command line's side of weight analysis: ``weightgate diff BASELINE CANDIDATE``.
 
 The work is :func:`weightgate.analysis.diff.diff_models`; this module declares the command,
-renders the report (text or JSON) and maps it to the exit codes every command uses.
+renders the report (text, JSON or SARIF) and maps it to the exit codes every command uses.
 """
 
 from __future__ import annotations
@@ -12,7 +12,9 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from weightgate.analysis.diff import diff_models, render_text, report_to_dict
+from weightgate.analysis.sarif import diff_to_sarif
 from weightgate.errors import InputError
+from weightgate.version import __version__
 
 
 def add_diff_command(commands: Any) -> None:
@@ -26,7 +28,7 @@ def add_diff_command(commands: Any) -> None:
     )
     diff.add_argument("baseline", type=Path, metavar="BASELINE")
     diff.add_argument("candidate", type=Path, metavar="CANDIDATE")
-    diff.add_argument("-f", "--format", choices=["text", "json"], default="text")
+    diff.add_argument("-f", "--format", choices=["text", "json", "sarif"], default="text")
     diff.add_argument("-o", "--output", type=Path, help="write the report here, not stdout")
 
 
@@ -35,6 +37,8 @@ def command_diff(args: argparse.Namespace, out: TextIO) -> int:
     report = diff_models(args.baseline, args.candidate)
     if args.format == "json":
         text = json.dumps(report_to_dict(report), indent=2) + "\n"
+    elif args.format == "sarif":
+        text = json.dumps(diff_to_sarif(report, __version__), indent=2) + "\n"
     else:
         text = render_text(report)
     if args.output is not None:

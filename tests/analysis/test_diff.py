@@ -150,3 +150,22 @@ def test_mismatched_or_malformed_inputs_exit_1(tmp_path: Path, case: str) -> Non
     assert result.returncode == 1
     assert message in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_sarif_output_is_valid_and_points_at_the_tensor(tmp_path: Path) -> None:
+    from sarif_pydantic import Sarif
+
+    edited = _variant(tmp_path, "edited", _rank_one)
+    result = run("diff", minilm_dir(), edited, "--format", "sarif")
+    assert result.returncode == 2, result.stderr
+    document = json.loads(result.stdout)
+    Sarif.model_validate(document)
+    run_ = document["runs"][0]
+    assert {rule["id"] for rule in run_["tool"]["driver"]["rules"]} == {
+        "diff.manifest", "diff.bit-flips", "diff.census", "diff.spectral",
+    }  # fmt: skip
+    census = [r for r in run_["results"] if r["ruleId"] == "diff.census"]
+    assert [r["properties"]["tensor"] for r in census] == [EDITED]
+    location = census[0]["locations"][0]["physicalLocation"]
+    assert location["artifactLocation"]["uri"] == "model.safetensors"
+    assert location["region"]["byteOffset"] > 0

@@ -46,6 +46,30 @@ MAX_FLIP_ELEMENTS = 64
 MAX_EDITED_TENSORS = 6
 MAX_EDITED_SHARE = 0.05
 MIN_SHARED_TENSORS = 0.5
+
+DETECTORS = {
+    "manifest": (
+        "Tensors were added, removed, renamed, reshaped or re-typed",
+        "A new version of a model keeps its architecture; an added module or a swapped tensor "
+        "shows here. Check where the candidate came from before admitting it.",
+    ),
+    "bit-flips": (
+        "A few weights changed only in their exponent bits, or became NaN or infinite",
+        "Bit-flip attacks change a handful of exponents; fine-tunes move mantissas "
+        "everywhere. Compare the candidate's provenance with the last admitted version's.",
+    ),
+    "census": (
+        "Weights changed in only a few tensors",
+        "Surgical edits (ROME, MEMIT, handcrafted neurons) change one to a few matrices; a "
+        "fine-tune changes nearly every tensor. Find out who changed these tensors and why.",
+    ),
+    "spectral": (
+        "A low-rank change is confined to a few matrices",
+        "Knowledge edits and merged LoRA backdoors write low-rank updates into a few "
+        "matrices; a benign fine-tune or LoRA spreads over every layer.",
+    ),
+}
+"""Every detector: a title and what a failure means, for reports (SARIF rules)."""
 MAX_EDIT_RANK = 8
 MIN_RANK_ENERGY = 0.5
 
@@ -70,6 +94,9 @@ class DiffReport:
     changes: list[TensorChange] = field(default_factory=list)
     spectra: dict[str, SpectralProfile] = field(default_factory=dict)
     matrices: int = 0
+    locations: dict[str, tuple[str, int]] = field(default_factory=dict)
+    """Tensor -> (file relative to its model, byte offset of its data): the candidate's, or
+    the baseline's for a removed tensor."""
     verdicts: list[Verdict] = field(default_factory=list)
 
     @property
@@ -105,6 +132,8 @@ def diff_models(baseline: Path, candidate: Path) -> DiffReport:
                 f"{len(after.tensors)} tensors: different architectures, not two versions"
             )
         report = DiffReport(str(baseline), str(candidate), manifest)
+        for tensors in (before.tensors, after.tensors):  # the candidate's place wins
+            report.locations.update({name: (t.file, t.offset) for name, t in tensors.items()})
         report.matrices = sum(_is_matrix(before.tensors[name].shape) for name in manifest.common)
 
         def compare(name: str) -> tuple[TensorChange, SpectralProfile | None]:

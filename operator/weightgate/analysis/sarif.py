@@ -1,0 +1,75 @@
+"""``weightgate diff --format sarif``: each failing detector's tensors as SARIF 2.1.0 results.
+
+One rule per detector (``diff.manifest``, ``diff.bit-flips``, ``diff.census``,
+``diff.spectral``); each result points at the candidate file that holds the tensor, at the
+tensor's first byte, so code-scanning dashboards show where the change is.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from weightgate.analysis.diff import DETECTORS, DiffReport
+
+SARIF_SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"
+INFORMATION_URI = "https://github.com/weightgate/weightgate"
+
+
+def diff_to_sarif(report: DiffReport, version: str) -> dict[str, Any]:
+    """The SARIF log of a diff, as a mapping."""
+    rules = [
+        {
+            "id": f"diff.{detector}",
+            "name": f"diff/{detector}",
+            "shortDescription": {"text": title},
+            "fullDescription": {"text": text},
+            "help": {"text": text},
+            "defaultConfiguration": {"level": "error"},
+            "properties": {"security-severity": "8.0", "tags": ["security", "model-weights"]},
+        }
+        for detector, (title, text) in DETECTORS.items()
+    ]
+    index = {detector: number for number, detector in enumerate(DETECTORS)}
+    results = []
+    for verdict in report.verdicts:
+        if verdict.status != "fail":
+            continue
+        for tensor in verdict.tensors or ("",):
+            location = report.locations.get(tensor)
+            result: dict[str, Any] = {
+                "ruleId": f"diff.{verdict.detector}",
+                "ruleIndex": index[verdict.detector],
+                "level": "error",
+                "message": {"text": f"{tensor}: {verdict.message}" if tensor else verdict.message},
+                "properties": {"tensor": tensor or None},
+            }
+            if location is not None:
+                path, offset = location
+                result["locations"] = [
+                    {
+                        "physicalLocation": {
+                            "artifactLocation": {"uri": path},
+                            "region": {"byteOffset": offset},
+                        }
+                    }
+                ]
+            results.append(result)
+    return {
+        "$schema": SARIF_SCHEMA,
+        "version": "2.1.0",
+        "runs": [
+            {
+                "tool": {
+                    "driver": {
+                        "name": "weightgate",
+                        "version": version,
+                        "semanticVersion": version,
+                        "informationUri": INFORMATION_URI,
+                        "rules": rules,
+                    }
+                },
+                "results": results,
+                "properties": {"baseline": report.baseline, "candidate": report.candidate},
+            }
+        ],
+    }
