@@ -11,7 +11,8 @@ import json
 from pathlib import Path
 from typing import Any, TextIO
 
-from weightgate.analysis.diff import diff_models, render_text, report_to_dict
+from weightgate.analysis.diff import diff_models
+from weightgate.analysis.report import render_text, report_to_dict
 from weightgate.analysis.sarif import diff_to_sarif
 from weightgate.errors import InputError
 from weightgate.version import __version__

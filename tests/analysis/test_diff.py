@@ -162,10 +162,55 @@ def test_sarif_output_is_valid_and_points_at_the_tensor(tmp_path: Path) -> None:
     Sarif.model_validate(document)
     run_ = document["runs"][0]
     assert {rule["id"] for rule in run_["tool"]["driver"]["rules"]} == {
-        "diff.manifest", "diff.bit-flips", "diff.census", "diff.spectral",
+        "diff.manifest", "diff.bit-flips", "diff.census", "diff.spectral", "diff.localisation",
     }  # fmt: skip
     census = [r for r in run_["results"] if r["ruleId"] == "diff.census"]
     assert [r["properties"]["tensor"] for r in census] == [EDITED]
     location = census[0]["locations"][0]["physicalLocation"]
     assert location["artifactLocation"]["uri"] == "model.safetensors"
     assert location["region"]["byteOffset"] > 0
+
+
+def _light_fine_tune(tensors: Arrays, seed: int = 4) -> None:
+    rng = np.random.default_rng(seed)
+    for name, weight in tensors.items():
+        if weight.dtype == np.float32:
+            noise = rng.standard_normal(weight.shape).astype(np.float32)
+            tensors[name] = weight + np.float32(1e-4) * noise
+
+
+def test_rewritten_neurons_under_a_light_fine_tune_are_a_localisation_warning(
+    tmp_path: Path,
+) -> None:
+    def neurons(tensors: Arrays) -> None:
+        _light_fine_tune(tensors)
+        weight = tensors[EDITED].copy()
+        low, high = float(weight.min()), float(weight.max())
+        rng = np.random.default_rng(6)
+        for row in (17, 404, 1200):  # three neurons rewritten, kept inside the normal range
+            weight[row] = rng.uniform(low, high, weight.shape[1]).astype(np.float32)
+        tensors[EDITED] = weight
+
+    report = diff_models(minilm_dir(), _variant(tmp_path, "neurons", neurons))
+    verdicts = {verdict.detector: verdict for verdict in report.verdicts}
+    assert verdicts["census"].status == "pass"  # every tensor changed a little
+    assert verdicts["localisation"].status == "warn"
+    assert verdicts["localisation"].tensors[0] == EDITED
+    change = next(c for c in report.changes if c.name == EDITED)
+    assert change.top_rows_share > 0.9
+
+
+def test_a_tensor_changed_far_more_than_its_family_is_named(tmp_path: Path) -> None:
+    name = "encoder.layer.4.attention.output.dense.weight"
+
+    def one_layer_more(tensors: Arrays) -> None:
+        _light_fine_tune(tensors)
+        rng = np.random.default_rng(12)
+        noise = rng.standard_normal(tensors[name].shape).astype(np.float32)
+        tensors[name] = tensors[name] + np.float32(5e-3) * noise
+
+    report = diff_models(minilm_dir(), _variant(tmp_path, "layer", one_layer_more))
+    verdict = next(v for v in report.verdicts if v.detector == "localisation")
+    assert verdict.status == "warn"
+    assert name in verdict.tensors
+    assert "changed far more than their family" in verdict.message

@@ -8,7 +8,10 @@ Statistics, over the stored elements of a tensor present in both versions:
 * ``exponent_flips``: changed elements whose bits differ *only* in the exponent field, the
   signature of bit-flip attacks (flipping one exponent bit scales a weight by 2^(2^k));
 * ``non_finite``: changed elements that are or were NaN or infinite;
-* ``max_abs_delta``, ``delta_norm`` and ``base_norm`` (so ‖Δ‖/‖W‖), on the decoded values.
+* ``max_abs_delta``, ``delta_norm`` and ``base_norm`` (so ‖Δ‖/‖W‖), on the decoded values;
+* for matrices, ``top_rows_share`` and ``top_columns_share``: the share of ‖Δ‖² in the 1% of
+  rows (columns) that changed most, at least one: near 1 when a few neurons were rewritten
+  (handcrafted backdoors), near 0.01-0.05 for the dense change of a fine-tune.
 
 Both tensors are read in lockstep, one block of rows at a time, and the same pass feeds the
 spectral sketch of ΔW (:class:`~weightgate.analysis.spectral.DeltaSketch`) for matrices.
@@ -46,6 +49,8 @@ class TensorChange:
     delta_norm: float
     base_norm: float
     """‖W‖ of the baseline; computed only for changed tensors (0 for identical ones)."""
+    top_rows_share: float = 0.0
+    top_columns_share: float = 0.0
 
     @property
     def identical(self) -> bool:
@@ -100,17 +105,33 @@ def census(
     tally = _Tally()
     first_row = 0
     cols = _columns(info.shape, info.size)
+    matrix = len(info.shape) > 1
+    row_energy = np.zeros(info.shape[0] if matrix else 0)
+    column_energy = np.zeros(cols if matrix else 0)
     for old, new, moved, flips in _chunks(baseline, candidate, name):
         tally.flips += flips
-        delta = tally.add(old, new, moved)
+        block = tally.add(old, new, moved).reshape(-1, cols)
+        if matrix:
+            square = block * block
+            row_energy[first_row : first_row + block.shape[0]] = square.sum(axis=1)
+            column_energy += square.sum(axis=0)
         if sketch is not None:
-            block = delta.reshape(-1, cols)
             sketch.add(first_row, block)
-            first_row += block.shape[0]
+        first_row += block.shape[0]
     return TensorChange(
         name, info.size, tally.changed, tally.flips, tally.non_finite, tally.max_delta,
         math.sqrt(tally.delta_squares), math.sqrt(tally.base_squares),
+        _top_share(row_energy), _top_share(column_energy),
     )  # fmt: skip
+
+
+def _top_share(energy: Values) -> float:
+    """The share of the total in the largest 1% of entries (at least one)."""
+    total = float(energy.sum())
+    if not energy.size or total <= 0:
+        return 0.0
+    count = max(1, energy.size // 100)
+    return float(np.partition(energy, energy.size - count)[-count:].sum()) / total
 
 
 def delta_blocks(

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from weightgate.analysis.diff import DETECTORS, DiffReport
+from weightgate.analysis.detectors import DETECTORS
+from weightgate.analysis.diff import DiffReport
 
 SARIF_SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"
 INFORMATION_URI = "https://github.com/weightgate/weightgate"
@@ -32,14 +33,15 @@ def diff_to_sarif(report: DiffReport, version: str) -> dict[str, Any]:
     index = {detector: number for number, detector in enumerate(DETECTORS)}
     results = []
     for verdict in report.verdicts:
-        if verdict.status != "fail":
+        if verdict.status == "pass":
             continue
+        level = "error" if verdict.status == "fail" else "warning"
         for tensor in verdict.tensors or ("",):
             location = report.locations.get(tensor)
             result: dict[str, Any] = {
                 "ruleId": f"diff.{verdict.detector}",
                 "ruleIndex": index[verdict.detector],
-                "level": "error",
+                "level": level,
                 "message": {"text": f"{tensor}: {verdict.message}" if tensor else verdict.message},
                 "properties": {"tensor": tensor or None},
             }

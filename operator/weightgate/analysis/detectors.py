@@ -1,0 +1,235 @@
+"""The detectors of ``weightgate diff``: each a statistic, a threshold and a verdict.
+
+Detectors and their verdicts (``fail`` fails the gate, exit 2):
+
+* ``manifest``: any tensor added, removed, renamed, reshaped or re-typed fails — a new
+  version of the same model keeps its architecture, and an added module (TrojanNet) or a
+  swapped tensor shows here first. When the two share under half of their tensors they are
+  different models, not versions: that is an input error (exit 1), not a verdict.
+* ``bit-flips``: a tensor in which at most ``MAX_FLIP_ELEMENTS`` elements changed, each only
+  in its exponent bits, fails (bit-flip attacks change a handful of exponents; a fine-tune
+  moves mantissas everywhere); so does any weight that became (or stopped being) NaN or
+  infinite.
+* ``census``: weights changed in at least one tensor but in no more than
+  ``MAX_EDITED_TENSORS`` tensors, themselves at most ``MAX_EDITED_SHARE`` of all tensors,
+  fails as a localised edit (ROME edits one matrix, MEMIT 3-6; a fine-tune changes nearly
+  every tensor).
+* ``spectral``: a changed matrix whose ΔW has at most ``MAX_EDIT_RANK`` standing-out
+  singular directions holding at least ``MIN_RANK_ENERGY`` of its change is *low-rank*;
+  low-rank changes confined to at most ``MAX_EDITED_TENSORS`` matrices, at most
+  ``MAX_EDITED_SHARE`` of all matrices, fail (an edit, even one followed by a light
+  fine-tune that changed everything else a little; a merged benign LoRA is low-rank in every
+  adapted matrix, not in a few). See :mod:`.spectral`.
+
+* ``localisation`` (warning only until the evaluation suite calibrates it): matrices whose
+  change is concentrated in a few neurons (the top 1% of rows or columns hold at least
+  ``MIN_NEURON_SHARE`` of ‖ΔW‖²: handcrafted backdoors rewrite a handful of neurons), and
+  tensors whose relative change ‖ΔW‖/‖W‖ is a robust outlier in their family (the same
+  role in the other layers: the median and MAD of the family, z of at least ``FAMILY_Z``).
+
+Thresholds are provisional: the evaluation suite fixes them on benign negatives (issue 6).
+
+A re-saved copy has an empty diff and passes.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+
+import numpy as np
+
+from weightgate.analysis.census import TensorChange
+from weightgate.analysis.manifest_diff import ManifestDiff
+from weightgate.analysis.spectral import SpectralProfile
+
+MAX_FLIP_ELEMENTS = 64
+MAX_EDITED_TENSORS = 6
+MAX_EDITED_SHARE = 0.05
+
+DETECTORS = {
+    "manifest": (
+        "Tensors were added, removed, renamed, reshaped or re-typed",
+        "A new version of a model keeps its architecture; an added module or a swapped tensor "
+        "shows here. Check where the candidate came from before admitting it.",
+    ),
+    "bit-flips": (
+        "A few weights changed only in their exponent bits, or became NaN or infinite",
+        "Bit-flip attacks change a handful of exponents; fine-tunes move mantissas "
+        "everywhere. Compare the candidate's provenance with the last admitted version's.",
+    ),
+    "census": (
+        "Weights changed in only a few tensors",
+        "Surgical edits (ROME, MEMIT, handcrafted neurons) change one to a few matrices; a "
+        "fine-tune changes nearly every tensor. Find out who changed these tensors and why.",
+    ),
+    "spectral": (
+        "A low-rank change is confined to a few matrices",
+        "Knowledge edits and merged LoRA backdoors write low-rank updates into a few "
+        "matrices; a benign fine-tune or LoRA spreads over every layer.",
+    ),
+    "localisation": (
+        "A change is concentrated in a few neurons, or stands out from its layer family",
+        "Handcrafted backdoors rewrite a few neurons; edits change one layer far more than "
+        "the same matrix in the other layers. Reported as a warning until calibrated.",
+    ),
+}
+"""Every detector: a title and what a failure means, for reports (SARIF rules)."""
+MAX_EDIT_RANK = 8
+MIN_RANK_ENERGY = 0.5
+MIN_NEURON_SHARE = 0.9
+FAMILY_Z = 8.0
+MIN_FAMILY = 4
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """One detector's conclusion: ``pass``, ``warn`` or ``fail``, why, and which tensors."""
+
+    detector: str
+    status: str
+    message: str
+    tensors: tuple[str, ...] = ()
+
+
+def manifest_verdict(manifest: ManifestDiff) -> Verdict:
+    """``manifest``: any structural change fails."""
+    if not manifest.structural:
+        return Verdict("manifest", "pass", "same tensors, shapes and types")
+    parts = []
+    for label, items in (
+        ("added", manifest.added),
+        ("removed", manifest.removed),
+        ("renamed", [f"{old} -> {new}" for old, new in manifest.renamed]),
+        (
+            "reshaped",
+            [f"{name} {list(old)} -> {list(new)}" for name, old, new in manifest.reshaped],
+        ),
+        ("re-typed", [f"{name} {old} -> {new}" for name, old, new in manifest.retyped]),
+    ):
+        if items:
+            parts.append(f"{len(items)} {label}")
+    names = (
+        *manifest.added, *manifest.removed, *(new for _, new in manifest.renamed),
+        *(name for name, _, _ in manifest.reshaped), *(name for name, _, _ in manifest.retyped),
+    )  # fmt: skip
+    return Verdict("manifest", "fail", "tensors " + ", ".join(parts), tuple(names))
+
+
+def flip_verdict(changes: list[TensorChange]) -> Verdict:
+    """``bit-flips``: a few exponent-only changes, or any change to or from NaN/Inf, fail."""
+    broken = [change for change in changes if change.non_finite]
+    if broken:
+        total = sum(change.non_finite for change in broken)
+        return Verdict(
+            "bit-flips",
+            "fail",
+            f"{total} element(s) became or stopped being NaN or infinite",
+            tuple(change.name for change in broken),
+        )
+    flipped = [
+        change
+        for change in changes
+        if 0 < change.changed <= MAX_FLIP_ELEMENTS and change.exponent_flips == change.changed
+    ]
+    if not flipped:
+        return Verdict("bit-flips", "pass", "no tensor changed only in a few exponents")
+    total = sum(change.exponent_flips for change in flipped)
+    return Verdict(
+        "bit-flips",
+        "fail",
+        f"{total} element(s) changed only in their exponent bits, in {len(flipped)} tensor(s)",
+        tuple(change.name for change in flipped),
+    )
+
+
+def census_verdict(changes: list[TensorChange], common: int) -> Verdict:
+    """``census``: weights changed in only a few tensors fail as a localised edit."""
+    edited = [change for change in changes if not change.identical]
+    if not edited:
+        return Verdict("census", "pass", "no weight changed")
+    share = len(edited) / max(common, 1)
+    summary = f"{len(edited)} of {common} tensors changed ({share:.1%})"
+    if len(edited) <= MAX_EDITED_TENSORS and share <= MAX_EDITED_SHARE:
+        ranked = sorted(edited, key=lambda change: change.relative_change, reverse=True)
+        return Verdict(
+            "census",
+            "fail",
+            f"localised edit: {summary}; a fine-tune changes nearly every tensor",
+            tuple(change.name for change in ranked),
+        )
+    return Verdict("census", "pass", summary)
+
+
+def low_rank(profile: SpectralProfile) -> bool:
+    """Whether a change has a few standing-out directions holding much of its energy."""
+    return 0 < profile.rank <= MAX_EDIT_RANK and profile.rank_energy >= MIN_RANK_ENERGY
+
+
+def spectral_verdict(spectra: dict[str, SpectralProfile], matrices: int) -> Verdict:
+    """``spectral``: low-rank changes (exact spectra) confined to a few matrices fail."""
+    suspects = [profile for profile in spectra.values() if profile.refined and low_rank(profile)]
+    if not suspects:
+        return Verdict("spectral", "pass", f"{len(spectra)} changed matrices, none low-rank")
+    share = len(suspects) / max(matrices, 1)
+    described = ", ".join(
+        f"{p.name} (rank {p.rank}, {p.rank_energy:.0%} of the change)" for p in suspects[:3]
+    )
+    summary = f"{len(suspects)} of {matrices} matrices changed by a low-rank update: {described}"
+    if len(suspects) <= MAX_EDITED_TENSORS and share <= MAX_EDITED_SHARE:
+        ranked = sorted(suspects, key=lambda profile: profile.rank_energy, reverse=True)
+        return Verdict(
+            "spectral", "fail", f"low-rank edit: {summary}", tuple(p.name for p in ranked)
+        )
+    return Verdict("spectral", "pass", f"spread, not confined: {summary}")
+
+
+def family(name: str) -> str:
+    """The tensor's role without its layer numbers (``blk.#.ffn_down.weight``)."""
+    return re.sub(r"\d+", "#", name)
+
+
+def family_scores(changes: list[TensorChange]) -> dict[str, float]:
+    """Robust z of each tensor's ‖ΔW‖/‖W‖ within its family (families of MIN_FAMILY or more)."""
+    members: dict[str, list[TensorChange]] = {}
+    for change in changes:
+        members.setdefault(family(change.name), []).append(change)
+    scores = {}
+    for group in members.values():
+        if len(group) < MIN_FAMILY:
+            continue
+        values = np.array([change.relative_change for change in group])
+        if not np.isfinite(values).all():
+            continue
+        median = float(np.median(values))
+        spread = 1.4826 * float(np.median(np.abs(values - median)))
+        for change, value in zip(group, values, strict=True):
+            if value > median:
+                scores[change.name] = (value - median) / spread if spread > 0 else math.inf
+    return scores
+
+
+def localisation_verdict(changes: list[TensorChange]) -> Verdict:
+    """``localisation``: neuron-concentrated changes and family outliers, as a warning."""
+    changed = [change for change in changes if not change.identical]
+    concentrated = [
+        change
+        for change in changed
+        if max(change.top_rows_share, change.top_columns_share) >= MIN_NEURON_SHARE
+    ]
+    scores = family_scores(changes)
+    outliers = sorted(
+        (name for name, score in scores.items() if score >= FAMILY_Z),
+        key=lambda name: scores[name],
+        reverse=True,
+    )
+    if not concentrated and not outliers:
+        return Verdict("localisation", "pass", "no change concentrated in neurons or one layer")
+    parts = []
+    if concentrated:
+        parts.append(f"{len(concentrated)} tensor(s) changed in a few neurons")
+    if outliers:
+        parts.append(f"{len(outliers)} tensor(s) changed far more than their family")
+    names = tuple(dict.fromkeys([*(change.name for change in concentrated), *outliers]))
+    return Verdict("localisation", "warn", "; ".join(parts), names)

@@ -1,0 +1,119 @@
+"""The text and JSON forms of a ``weightgate diff`` report."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from weightgate.analysis.diff import DiffReport
+from weightgate.analysis.spectral import SpectralProfile
+
+
+def report_to_dict(report: DiffReport) -> dict[str, Any]:
+    """The JSON form of a report."""
+    manifest = report.manifest
+    return {
+        "baseline": report.baseline,
+        "candidate": report.candidate,
+        "passed": not report.failed,
+        "verdicts": [
+            {
+                "detector": v.detector,
+                "status": v.status,
+                "message": v.message,
+                "tensors": list(v.tensors),
+            }
+            for v in report.verdicts
+        ],
+        "manifest": {
+            "added": list(manifest.added),
+            "removed": list(manifest.removed),
+            "renamed": [list(pair) for pair in manifest.renamed],
+            "reshaped": [
+                {"tensor": name, "baseline": list(old), "candidate": list(new)}
+                for name, old, new in manifest.reshaped
+            ],
+            "retyped": [
+                {"tensor": name, "baseline": old, "candidate": new}
+                for name, old, new in manifest.retyped
+            ],
+            "files": [{"path": path, "change": change} for path, change in manifest.files],
+        },
+        "tensors": {
+            "compared": len(report.changes),
+            "identical": sum(change.identical for change in report.changes),
+            "changed": [
+                {
+                    "tensor": change.name,
+                    "elements": change.elements,
+                    "changed": change.changed,
+                    "changedFraction": change.changed_fraction,
+                    "exponentFlips": change.exponent_flips,
+                    "nonFinite": change.non_finite,
+                    "topRowsShare": change.top_rows_share,
+                    "topColumnsShare": change.top_columns_share,
+                    "maxAbsDelta": _number(change.max_abs_delta),
+                    "relativeChange": _number(change.relative_change),
+                    **_spectrum_dict(report.spectra.get(change.name)),
+                }
+                for change in report.changed
+            ],
+        },
+    }
+
+
+def _spectrum_dict(profile: SpectralProfile | None) -> dict[str, Any]:
+    if profile is None:
+        return {}
+    return {
+        "spectrum": {
+            "rank": profile.rank,
+            "rankEnergy": profile.rank_energy,
+            "stableRank": profile.stable_rank,
+            "entropy": profile.entropy,
+            "sigma": list(profile.sigma),
+        }
+    }
+
+
+def render_text(report: DiffReport, limit: int = 20) -> str:
+    """The human form: verdicts first, then what changed."""
+    lines = [f"baseline  {report.baseline}", f"candidate {report.candidate}", ""]
+    for verdict in report.verdicts:
+        lines.append(f"{verdict.status.upper():<5} {verdict.detector}: {verdict.message}")
+        lines.extend(f"      {name}" for name in verdict.tensors[:limit])
+    changed = report.changed
+    identical = sum(change.identical for change in report.changes)
+    lines.append("")
+    lines.append(
+        f"{len(report.changes)} tensors compared: {identical} identical, {len(changed)} changed"
+    )
+    for change in changed[:limit]:
+        lines.append(
+            f"  {change.name}: {change.changed}/{change.elements} elements "
+            f"({change.changed_fraction:.2%}), |d|max {change.max_abs_delta:.3g}, "
+            f"|D|/|W| {change.relative_change:.3g}"
+            + (f", {change.exponent_flips} exponent-only" if change.exponent_flips else "")
+            + (f", {change.non_finite} non-finite" if change.non_finite else "")
+            + _spectrum_text(report.spectra.get(change.name))
+        )
+    if len(changed) > limit:
+        lines.append(f"  ... {len(changed) - limit} more (--format json lists all)")
+    for path, what in report.manifest.files:
+        lines.append(f"file {what}: {path}")
+    lines.append("")
+    lines.append("FAIL: the gate failed" if report.failed else "PASS: no detector failed")
+    return "\n".join(lines) + "\n"
+
+
+def _spectrum_text(profile: SpectralProfile | None) -> str:
+    if profile is None:
+        return ""
+    return (
+        f", rank {profile.rank} ({profile.rank_energy:.0%}), stable rank {profile.stable_rank:.3g}"
+    )
+
+
+def _number(value: float) -> float | str:
+    # JSON has no NaN or Infinity; say them as text.
+    return value if math.isfinite(value) else str(value)
