@@ -111,9 +111,10 @@ def test_poisongpt_style_rank_one_edit_of_smollm2_exits_2_naming_tensor_and_rank
 
     result = run("diff", smollm2_gguf(), candidate)
     assert result.returncode == 2, result.stdout + result.stderr
-    assert "FAIL  spectral: low-rank edit: 1 of" in result.stdout
-    assert f"{name} (rank 1," in result.stdout
-    assert "FAIL  census: localised edit" in result.stdout
+    assert "FAIL  census: localised edit: 1 of 272 tensors changed" in result.stdout
+    # The rank-one change stands out of the Q4_1 re-quantisation noise: rank 1, reported.
+    line = next(line for line in result.stdout.splitlines() if line.startswith(f"  {name}:"))
+    assert ", rank 1 (" in line
 
 
 def test_an_edit_hidden_under_a_light_fine_tune_is_still_found(tmp_path: Path) -> None:
@@ -123,7 +124,7 @@ def test_an_edit_hidden_under_a_light_fine_tune_is_still_found(tmp_path: Path) -
     report = diff_models(minilm_dir(), candidate)
     verdicts = {verdict.detector: verdict for verdict in report.verdicts}
     assert verdicts["census"].status == "pass"  # every tensor changed
-    assert verdicts["spectral"].status == "fail"
+    assert verdicts["spectral"].status == "warn"  # not a failure until calibrated
     assert verdicts["spectral"].tensors == (QUERY,)
     assert report.spectra[QUERY].rank == 1
 

@@ -14,13 +14,14 @@ Detectors and their verdicts (``fail`` fails the gate, exit 2):
   ``MAX_EDITED_TENSORS`` tensors, themselves at most ``MAX_EDITED_SHARE`` of all tensors,
   fails as a localised edit (ROME edits one matrix, MEMIT 3-6; a fine-tune changes nearly
   every tensor).
-* ``spectral``: a changed matrix whose ΔW has at most ``MAX_EDIT_RANK`` standing-out
-  singular directions holding at least ``MIN_RANK_ENERGY`` of its change is *low-rank*;
-  low-rank changes confined to at most ``MAX_EDITED_TENSORS`` matrices, at most
-  ``MAX_EDITED_SHARE`` of all matrices, fail (an edit, even one followed by a light
-  fine-tune that changed everything else a little; a merged benign LoRA is low-rank in every
-  adapted matrix, not in a few). See :mod:`.spectral`.
-
+* ``spectral`` (warning only until the evaluation calibrates it): a changed matrix whose
+  ΔW has at most ``MAX_EDIT_RANK`` standing-out singular directions holding at least
+  ``MIN_RANK_ENERGY`` of its change is *low-rank*; low-rank changes confined to at most
+  ``MAX_EDITED_TENSORS`` matrices (at most ``MAX_EDITED_SHARE`` of them) are reported. Not
+  a failure yet: real gradient fine-tunes of the evaluation's small model leave several
+  matrices just as low-rank (their top 2-9 directions holding 50-95% of the change), so
+  confinement by count alone denied benign fine-tunes; judging a matrix against its family
+  is the next step.
 * ``localisation`` (warning only until the evaluation suite calibrates it): matrices whose
   change is concentrated in a few neurons (the top 1% of rows or columns hold at least
   ``MIN_NEURON_SHARE`` of ‖ΔW‖²: handcrafted backdoors rewrite a handful of neurons), and
@@ -46,7 +47,11 @@ from weightgate.analysis.spectral import SpectralProfile
 
 MAX_FLIP_ELEMENTS = 64
 MAX_EDITED_TENSORS = 6
-MAX_EDITED_SHARE = 0.05
+"""MEMIT spreads an edit over 3-6 layers; ROME and neuron backdoors touch one matrix."""
+MAX_EDITED_SHARE = 0.25
+"""Half the smallest share of tensors any benign case of the evaluation changed (51%: a LoRA
+merged into every matrix of the small model, biases untouched). Only binds on small models,
+where six tensors would be most of the model."""
 
 DETECTORS = {
     "manifest": (
@@ -67,7 +72,8 @@ DETECTORS = {
     "spectral": (
         "A low-rank change is confined to a few matrices",
         "Knowledge edits and merged LoRA backdoors write low-rank updates into a few "
-        "matrices; a benign fine-tune or LoRA spreads over every layer.",
+        "matrices; a benign fine-tune or LoRA spreads over every layer. Reported as a "
+        "warning until calibrated.",
     ),
     "localisation": (
         "A change is concentrated in a few neurons, or stands out from its layer family",
@@ -77,7 +83,9 @@ DETECTORS = {
 }
 """Every detector: a title and what a failure means, for reports (SARIF rules)."""
 MAX_EDIT_RANK = 8
-MIN_RANK_ENERGY = 0.5
+MIN_RANK_ENERGY = 0.9
+"""An edit's few directions hold all of its change; quantisation or fine-tune noise on top
+lowers that share."""
 MIN_NEURON_SHARE = 0.9
 FAMILY_Z = 8.0
 MIN_FAMILY = 4
@@ -180,7 +188,7 @@ def spectral_verdict(spectra: dict[str, SpectralProfile], matrices: int) -> Verd
     if len(suspects) <= MAX_EDITED_TENSORS and share <= MAX_EDITED_SHARE:
         ranked = sorted(suspects, key=lambda profile: profile.rank_energy, reverse=True)
         return Verdict(
-            "spectral", "fail", f"low-rank edit: {summary}", tuple(p.name for p in ranked)
+            "spectral", "warn", f"low-rank edit: {summary}", tuple(p.name for p in ranked)
         )
     return Verdict("spectral", "pass", f"spread, not confined: {summary}")
 

@@ -27,12 +27,15 @@ from weightgate.analysis.detectors import (
     spectral_verdict,
 )
 from weightgate.analysis.manifest_diff import ManifestDiff, diff_manifests
-from weightgate.analysis.spectral import DeltaSketch, SpectralProfile
+from weightgate.analysis.spectral import TOP_K, DeltaSketch, SpectralProfile
 from weightgate.analysis.tensors import ModelTensors, open_model
 from weightgate.errors import InputError
 
 MIN_SHARED_TENSORS = 0.5
 """Two models sharing fewer of their tensors are different architectures, not versions."""
+MIN_PROFILED_SIDE = 2 * TOP_K
+"""A matrix whose whole spectrum fits in the profile's window (a 10-class head) has no
+noise floor to stand out from: its rank says nothing, so it is not profiled."""
 
 
 @dataclass
@@ -111,7 +114,8 @@ def _compare(
 ) -> tuple[TensorChange, SpectralProfile | None]:
     """The census of one tensor and, for a changed matrix, the profile of its change."""
     shape = before.tensors[name].shape
-    sketch = DeltaSketch(shape[0], math.prod(shape[1:])) if _is_matrix(shape) else None
+    profiled = _is_matrix(shape) and min(shape[0], math.prod(shape[1:])) >= MIN_PROFILED_SIDE
+    sketch = DeltaSketch(shape[0], math.prod(shape[1:])) if profiled else None
     change = census(before, after, name, sketch)
     if sketch is None or change.identical or change.non_finite:
         return change, None

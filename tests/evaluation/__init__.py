@@ -1,0 +1,1 @@
+"""Evaluation of the weight-diff detectors: real edits against real benign changes."""

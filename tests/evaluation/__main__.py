@@ -1,0 +1,37 @@
+"""``python -m tests.evaluation``: build every case, run the detectors, print the table."""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+from pathlib import Path
+
+from safetensors.numpy import save_file
+
+from tests.evaluation import cases
+from tests.evaluation.suite import Outcome, evaluate, table
+
+
+def run_all(work: Path) -> list[Outcome]:
+    """Every case of every model, evaluated in ``work``."""
+    small_dir = work / "small-base"
+    small_dir.mkdir()
+    base = cases.trained_small_model()
+    save_file(base, str(small_dir / "model.safetensors"))
+    outcomes = evaluate(small_dir, cases.small_model_cases(base), work)
+    minilm_dir = work / "minilm-base"
+    minilm_dir.mkdir()
+    minilm, minilm_cases = cases.minilm_cases()
+    save_file(minilm, str(minilm_dir / "model.safetensors"))
+    return outcomes + evaluate(minilm_dir, minilm_cases, work)
+
+
+def main() -> int:
+    with tempfile.TemporaryDirectory(prefix="weightgate-evaluation-") as scratch:
+        outcomes = run_all(Path(scratch))
+    sys.stdout.write(table(outcomes))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,128 @@
+"""The labelled cases: attacks at several strengths and benign changes, per model.
+
+``small_model_cases`` uses the numpy-trained residual MLP (:mod:`.small_model`): its benign
+changes include real gradient fine-tunes, and its ROME and MEMIT edits use keys from its
+real activations. ``minilm_cases`` uses the real all-MiniLM-L6-v2 (no forward pass yet, so
+attacks that need activations are left to the next step).
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+from safetensors.numpy import load_file
+
+from tests.evaluation import edits
+from tests.evaluation import small_model as small
+from tests.evaluation.suite import Case, Weights
+from tests.models import minilm_dir
+
+SEEDS = (0, 1, 2)
+STRENGTHS = (0.02, 0.05, 0.1)
+"""‖ΔW‖/‖W‖ of the edited matrix; published ROME/MEMIT edits are of this order."""
+
+
+def trained_small_model() -> Weights:
+    """The base model, trained on the base task (deterministic)."""
+    return small.train(small.initial_weights(0), small.base_task(), steps=2000, lr=1e-3, seed=0)
+
+
+def small_model_cases(base: Weights) -> list[Case]:
+    """Attacks and benign changes of the small trained model."""
+    model = "small MLP (numpy-trained)"
+    task = small.base_task()
+    block = 5
+    target = f"blocks.{block}.up.weight"
+    keys = small.block_inputs(base, task, block, seed=7)
+    memit_keys = {
+        f"blocks.{b}.up.weight": small.block_inputs(base, task, b, seed=7) for b in range(4, 8)
+    }
+    cases = []
+    for strength in STRENGTHS:
+        label = f"{strength:.0%}"
+        for seed in SEEDS:
+            tuned = partial(_edit_then_tune, base, target, keys, strength, seed)
+            cases += [
+                Case(model, "ROME rank-one", label, True, (target,),
+                     partial(edits.rome, base, target, keys, strength, seed)),
+                Case(model, "MEMIT (4 layers)", label, True, tuple(memit_keys),
+                     partial(edits.memit, base, memit_keys, strength, seed)),
+                Case(model, "poisoned LoRA (one matrix)", label, True, (target,),
+                     partial(edits.lora, base, [target], 4, strength, seed)),
+                Case(model, "ROME, then light fine-tune (50 steps, lr 1e-5)", label, True,
+                     (target,), partial(tuned, lr=1e-5)),
+                Case(model, "ROME, then fine-tune (50 steps, lr 1e-4)", label, True,
+                     (target,), partial(tuned, lr=1e-4)),
+            ]  # fmt: skip
+    for seed in SEEDS:
+        cases += [
+            Case(model, "handcrafted neurons (2)", "in range", True, (target,),
+                 partial(edits.neurons, base, target, 2, seed)),
+            Case(model, "added module", "-", True, ("blocks.5.trigger.weight",),
+                 partial(edits.added_module, base, "blocks.5.trigger.weight", (16, 64), seed)),
+        ]  # fmt: skip
+        for flips in (1, 3, 10):
+            cases.append(
+                Case(model, "exponent bit flips", str(flips), True, (target,),
+                     partial(edits.bit_flips, base, target, flips, seed))
+            )  # fmt: skip
+    cases += _benign(model, base)
+    for seed in range(5):
+        for lr in (1e-4, 3e-4, 1e-3):
+            cases.append(
+                Case(model, "fine-tune (Adam, 300 steps)", f"lr {lr:g}", False, (),
+                     partial(small.train, base, small.shifted_task(task, seed), steps=300,
+                             lr=lr, seed=seed))
+            )  # fmt: skip
+    return cases
+
+
+def minilm_cases() -> tuple[Weights, list[Case]]:
+    """The real all-MiniLM-L6-v2: its weights and the cases that need no forward pass."""
+    model = "all-MiniLM-L6-v2"
+    base = load_file(str(minilm_dir() / "model.safetensors"))
+    target = "encoder.layer.3.intermediate.dense.weight"
+    cases = []
+    for strength in STRENGTHS:
+        for seed in SEEDS:
+            cases.append(
+                Case(model, "poisoned LoRA (one matrix)", f"{strength:.0%}", True, (target,),
+                     partial(edits.lora, base, [target], 4, strength, seed))
+            )  # fmt: skip
+    for seed in SEEDS:
+        cases += [
+            Case(model, "handcrafted neurons (2)", "in range", True, (target,),
+                 partial(edits.neurons, base, target, 2, seed)),
+            Case(model, "exponent bit flips", "3", True, (target,),
+                 partial(edits.bit_flips, base, target, 3, seed)),
+        ]  # fmt: skip
+    return base, cases + _benign(model, base)
+
+
+def _benign(model: str, base: Weights) -> list[Case]:
+    """Benign changes every model gets: re-save, dtype round trips, spread low-rank updates."""
+    everything = edits.matrices(base)
+    cases = [
+        Case(model, "re-save", "-", False, (), partial(dict, base)),
+        Case(model, "bf16 round trip", "-", False, (), partial(edits.bf16_round_trip, base)),
+        Case(model, "int8 round trip", "-", False, (), partial(edits.int8_round_trip, base)),
+    ]
+    for seed in SEEDS:
+        for rank in (4, 16, 64):
+            cases.append(
+                Case(model, "benign LoRA (every matrix)", f"rank {rank}", False, (),
+                     partial(edits.lora, base, everything, rank, 0.02, seed))
+            )  # fmt: skip
+        cases.append(
+            Case(model, "decaying low-rank (every matrix)", "2%", False, (),
+                 partial(edits.decaying_low_rank, base, everything, 0.02, seed))
+        )  # fmt: skip
+    return cases
+
+
+def _edit_then_tune(
+    base: Weights, target: str, keys: edits.Array, strength: float, seed: int, *, lr: float
+) -> Weights:
+    """ROME, then Adam on the base task: an attacker smoothing over the edit."""
+    edited = edits.rome(base, target, keys, strength, seed)
+    return small.train(edited, small.base_task(), steps=50, lr=lr, seed=100 + seed)
