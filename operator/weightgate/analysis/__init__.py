@@ -1,12 +1,14 @@
 """Weight analysis: read tensors as numbers, tensor by tensor, and compare two versions.
 
-* :mod:`.tensors`: a model's tensors (every safetensors or GGUF file of a directory) opened
-  for streaming: raw stored bytes and values upcast to float64, a bounded chunk at a time;
-* :mod:`.dtypes`: how each stored dtype becomes numbers (bf16, fp16, fp8, integers);
-* :mod:`.gguf_tensors`: GGUF tensors, dequantised with the ``gguf`` package;
-* :mod:`.manifest_diff` and :mod:`.census`: what changed between two versions, tensor by
-  tensor (added, removed, renamed, reshaped; elements changed, exponent bits flipped);
-* :mod:`.diff`: the ``weightgate diff`` report and its verdicts.
+* :mod:`.tensors` (with :mod:`.tensor_info`, :mod:`.safetensors_tensors`,
+  :mod:`.gguf_tensors` and :mod:`.dtypes`): a model's tensors opened for streaming, raw
+  bytes and decoded values a bounded chunk at a time (bf16/fp8 via ``ml_dtypes``, GGUF
+  blocks via ``gguf``);
+* :mod:`.manifest_diff`, :mod:`.census` and :mod:`.spectral`: what changed between two
+  versions (tensors added, removed, renamed, reshaped; per tensor the elements changed,
+  exponent flips, norms, neuron concentration; the spectrum of each changed matrix);
+* :mod:`.detectors`: each detector's statistic, threshold and verdict;
+* :mod:`.diff`: ``weightgate diff``, and :mod:`.report` / :mod:`.sarif` its renderings.
 
 Nothing here executes model content or imports Kubernetes; readers parse bytes.
 """
