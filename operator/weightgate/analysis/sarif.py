@@ -11,9 +11,7 @@ from typing import Any
 
 from weightgate.analysis.detectors import DETECTORS
 from weightgate.analysis.diff import DiffReport
-
-SARIF_SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"
-INFORMATION_URI = "https://github.com/weightgate/weightgate"
+from weightgate.sarif import sarif_log
 
 
 def diff_to_sarif(report: DiffReport, version: str) -> dict[str, Any]:
@@ -56,22 +54,5 @@ def diff_to_sarif(report: DiffReport, version: str) -> dict[str, Any]:
                     }
                 ]
             results.append(result)
-    return {
-        "$schema": SARIF_SCHEMA,
-        "version": "2.1.0",
-        "runs": [
-            {
-                "tool": {
-                    "driver": {
-                        "name": "weightgate",
-                        "version": version,
-                        "semanticVersion": version,
-                        "informationUri": INFORMATION_URI,
-                        "rules": rules,
-                    }
-                },
-                "results": results,
-                "properties": {"baseline": report.baseline, "candidate": report.candidate},
-            }
-        ],
-    }
+    properties = {"baseline": report.baseline, "candidate": report.candidate}
+    return sarif_log(rules, results, version, properties=properties)

@@ -9,11 +9,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from weightgate.sarif import sarif_log
 from weightgate.scan import dispatch
 from weightgate.scan.findings import RULES, Finding, ScanReport, Severity
-
-SARIF_SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"
-INFORMATION_URI = "https://github.com/weightgate/weightgate"
 
 _LEVELS = {
     Severity.CRITICAL: "error",
@@ -102,31 +100,12 @@ def report_to_sarif(report: ScanReport, version: str) -> dict[str, Any]:
         {"level": "error", "message": {"text": f"{path}: {reason}"}}
         for path, reason in report.errors
     ]
-    return {
-        "$schema": SARIF_SCHEMA,
-        "version": "2.1.0",
-        "runs": [
-            {
-                "tool": {
-                    "driver": {
-                        "name": "weightgate",
-                        "version": version,
-                        "semanticVersion": version,
-                        "informationUri": INFORMATION_URI,
-                        "rules": [_rule_descriptor(rule_id) for rule_id in rule_ids],
-                    }
-                },
-                "artifacts": artifacts,
-                "results": results,
-                "invocations": [
-                    {
-                        "executionSuccessful": not report.errors,
-                        "toolExecutionNotifications": notifications,
-                    }
-                ],
-            }
-        ],
+    rules = [_rule_descriptor(rule_id) for rule_id in rule_ids]
+    invocation = {
+        "executionSuccessful": not report.errors,
+        "toolExecutionNotifications": notifications,
     }
+    return sarif_log(rules, results, version, artifacts=artifacts, invocations=[invocation])
 
 
 def render_sarif(report: ScanReport, version: str) -> str:
