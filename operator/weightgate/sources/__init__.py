@@ -9,6 +9,7 @@ Sources never import anything from Kubernetes; `pvc://` is a path under a mount 
 
 from __future__ import annotations
 
+from weightgate.errors import VerificationFailed
 from weightgate.sources.base import DownloadProgress, Source, SourceSettings
 from weightgate.sources.errors import (
     DigestMismatch,
@@ -22,7 +23,6 @@ from weightgate.sources.errors import (
     Unauthorized,
     UnsupportedReference,
     UntrustedCertificate,
-    VerificationFailed,
 )
 from weightgate.sources.fetch import fetch_model, materialize
 from weightgate.sources.model import FetchedFile, FetchedModel, RemoteFile, ResolvedModel

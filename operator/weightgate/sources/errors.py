@@ -10,21 +10,6 @@ from __future__ import annotations
 
 from weightgate.errors import InputError, VerificationFailed
 
-__all__ = [
-    "DigestMismatch",
-    "ModelTooLarge",
-    "NotFound",
-    "RevisionMoved",
-    "SourceError",
-    "SourceTimeout",
-    "SourceUnavailable",
-    "TruncatedDownload",
-    "Unauthorized",
-    "UnsupportedReference",
-    "UntrustedCertificate",
-    "VerificationFailed",
-]
-
 
 class SourceError(InputError):
     """A model reference could not be resolved or fetched."""

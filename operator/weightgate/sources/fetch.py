@@ -23,13 +23,13 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
+from weightgate.errors import VerificationFailed
 from weightgate.sources.base import ProgressCounter, Source, SourceSettings
 from weightgate.sources.cache import ModelCache, PartialDownload, file_key, identifies_content
 from weightgate.sources.errors import (
     DigestMismatch,
     SourceError,
     TruncatedDownload,
-    VerificationFailed,
     not_the_file,
 )
 from weightgate.sources.model import FetchedFile, FetchedModel, RemoteFile, ResolvedModel
