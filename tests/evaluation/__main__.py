@@ -8,12 +8,13 @@ from pathlib import Path
 
 from safetensors.numpy import save_file
 
+from tests.conftest import CORPUS
 from tests.evaluation import cases
 from tests.evaluation.suite import Outcome, evaluate, table
 
 
-def run_all(work: Path) -> list[Outcome]:
-    """Every case of every model, evaluated in ``work``."""
+def run_all(work: Path, corpus: Path = CORPUS) -> list[Outcome]:
+    """Every case of every model, evaluated in ``work`` (``corpus``: the shared corpus)."""
     small_dir = work / "small-base"
     small_dir.mkdir()
     base = cases.trained_small_model()
@@ -21,7 +22,7 @@ def run_all(work: Path) -> list[Outcome]:
     outcomes = evaluate(small_dir, cases.small_model_cases(base), work)
     minilm_dir = work / "minilm-base"
     minilm_dir.mkdir()
-    minilm, minilm_cases = cases.minilm_cases()
+    minilm, minilm_cases = cases.minilm_cases(corpus)
     save_file(minilm, str(minilm_dir / "model.safetensors"))
     return outcomes + evaluate(minilm_dir, minilm_cases, work)
 

@@ -2,17 +2,18 @@
 
 ``small_model_cases`` uses the numpy-trained residual MLP (:mod:`.small_model`): its benign
 changes include real gradient fine-tunes, and its ROME and MEMIT edits use keys from its
-real activations. ``minilm_cases`` uses the real all-MiniLM-L6-v2 (no forward pass yet, so
-attacks that need activations are left to the next step).
+real activations. ``minilm_cases`` uses the real all-MiniLM-L6-v2, whose ROME and MEMIT
+edits use the keys its MLPs see on real text (a numpy forward pass, :mod:`.bert`).
 """
 
 from __future__ import annotations
 
 from functools import partial
+from pathlib import Path
 
 from safetensors.numpy import load_file
 
-from tests.evaluation import edits
+from tests.evaluation import bert, edits
 from tests.evaluation import small_model as small
 from tests.evaluation.suite import Case, Weights
 from tests.models import minilm_dir
@@ -77,18 +78,30 @@ def small_model_cases(base: Weights) -> list[Case]:
     return cases
 
 
-def minilm_cases() -> tuple[Weights, list[Case]]:
-    """The real all-MiniLM-L6-v2: its weights and the cases that need no forward pass."""
+def minilm_cases(corpus: Path) -> tuple[Weights, list[Case]]:
+    """The real all-MiniLM-L6-v2: its weights and its cases; ROME and MEMIT use the keys its
+    MLPs really see on real text (:mod:`.bert`: the model card and the corpus's licences)."""
     model = "all-MiniLM-L6-v2"
     base = load_file(str(minilm_dir() / "model.safetensors"))
     target = "encoder.layer.3.intermediate.dense.weight"
+    texts = [(minilm_dir() / "README.md").read_text()]
+    texts += [path.read_text(errors="replace") for path in sorted(corpus.rglob("LICENSE*"))]
+    keys = bert.corpus_keys(base, minilm_dir(), texts)
+    down = {f"encoder.layer.{layer}.output.dense.weight": keys[layer] for layer in range(6)}
+    rome_target = "encoder.layer.3.output.dense.weight"
+    memit_keys = {name: down[name] for name in list(down)[2:5]}
     cases = []
     for strength in STRENGTHS:
+        label = f"{strength:.0%}"
         for seed in SEEDS:
-            cases.append(
-                Case(model, "poisoned LoRA (one matrix)", f"{strength:.0%}", True, (target,),
-                     partial(edits.lora, base, [target], 4, strength, seed))
-            )  # fmt: skip
+            cases += [
+                Case(model, "ROME rank-one", label, True, (rome_target,),
+                     partial(edits.rome, base, rome_target, down[rome_target], strength, seed)),
+                Case(model, "MEMIT (3 layers)", label, True, tuple(memit_keys),
+                     partial(edits.memit, base, memit_keys, strength, seed)),
+                Case(model, "poisoned LoRA (one matrix)", label, True, (target,),
+                     partial(edits.lora, base, [target], 4, strength, seed)),
+            ]  # fmt: skip
     for seed in SEEDS:
         cases += [
             Case(model, "handcrafted neurons (2)", "in range", True, (target,),

@@ -7,6 +7,8 @@ by a fine-tune, which only warn) fails it in every case.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from tests.evaluation.__main__ import run_all
@@ -19,8 +21,8 @@ MISSED = {
 
 
 @pytest.fixture(scope="module")
-def outcomes(tmp_path_factory: pytest.TempPathFactory) -> list[Outcome]:
-    return run_all(tmp_path_factory.mktemp("evaluation"))
+def outcomes(tmp_path_factory: pytest.TempPathFactory, corpus_dir: Path) -> list[Outcome]:
+    return run_all(tmp_path_factory.mktemp("evaluation"), corpus_dir)
 
 
 def test_the_table_is_printed(outcomes: list[Outcome], capsys: pytest.CaptureFixture[str]) -> None:
@@ -44,3 +46,19 @@ def test_every_claimed_attack_fails_the_gate_and_names_its_tensor(
     assert len(claimed) >= 50
     assert [o.case for o in claimed if not o.failed] == []
     assert [o.case for o in claimed if o.named_first not in o.case.edited] == []
+
+
+def test_the_numpy_forward_pass_is_all_minilm_l6_v2() -> None:
+    """The sentence embedding sentence-transformers documents for this model and sentence."""
+    import numpy as np
+    from safetensors.numpy import load_file
+
+    from tests.evaluation import bert
+    from tests.models import minilm_dir
+
+    weights = load_file(str(minilm_dir() / "model.safetensors"))
+    embedding = bert.sentence_embedding(
+        weights, bert.load_tokenizer(minilm_dir()), "This is an example sentence"
+    )
+    published = [0.0677, 0.0635, 0.0487, 0.0793, 0.0374, 0.0027, 0.0394, -0.0071]
+    np.testing.assert_allclose(embedding[:8], published, atol=2e-3)
