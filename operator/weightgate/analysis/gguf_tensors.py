@@ -55,10 +55,6 @@ class GGUFTensorFile:
                 )
             )
 
-    def raw(self, tensor: TensorInfo, start: int, stop: int) -> bytes:
-        """Stored bytes of ``tensor``."""
-        return self.source.read(tensor.offset + start, stop - start)
-
     def values(self, tensor: TensorInfo, chunk_elements: int) -> Iterator[Values]:
         """Dequantised values, whole rows at a time (at least one row per chunk)."""
         if tensor.dtype in ELEMENT_TYPES:  # F32, F16, BF16, I8...: stored as plain elements
@@ -73,6 +69,7 @@ class GGUFTensorFile:
         for first in range(0, rows, rows_per_chunk):
             last = min(rows, first + rows_per_chunk)
             raw = np.frombuffer(
-                self.raw(tensor, first * row_bytes, last * row_bytes), dtype=np.uint8
+                self.source.read(tensor.offset + first * row_bytes, (last - first) * row_bytes),
+                dtype=np.uint8,
             ).reshape(last - first, row_bytes)
             yield dequantize(raw, kind).reshape(-1)  # float32

@@ -45,10 +45,6 @@ class SafetensorsFile:
                 )
             )
 
-    def raw(self, tensor: TensorInfo, start: int, stop: int) -> bytes:
-        """Stored bytes of ``tensor``."""
-        return self.source.read(tensor.offset + start, stop - start)
-
     def values(self, tensor: TensorInfo, chunk_elements: int) -> Iterator[Values]:
         """Decoded values, ``chunk_elements`` at a time."""
         return plain_values(self.source, tensor, chunk_elements)

@@ -49,13 +49,13 @@ class TensorInfo:
 
 
 class TensorFile(Protocol):
-    """One file's tensors (a format's reader)."""
+    """One file's tensors (a format's reader): their descriptions and decoded values.
+
+    Stored bytes are format-independent: ``source.read(tensor.offset + start, length)``.
+    """
 
     tensors: list[TensorInfo]
-
-    def raw(self, tensor: TensorInfo, start: int, stop: int) -> bytes:
-        """Stored bytes ``start:stop`` of ``tensor`` (relative to its first byte)."""
-        ...
+    source: FileBytes
 
     def values(self, tensor: TensorInfo, chunk_elements: int) -> Iterator[Values]:
         """The tensor's values in storage order, at most about ``chunk_elements`` at a time."""

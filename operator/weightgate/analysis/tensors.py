@@ -1,4 +1,4 @@
-"""A model's tensors, opened for streaming: stored bytes and float64 values, chunk by chunk.
+"""A model's tensors, opened for streaming: stored bytes and decoded values, chunk by chunk.
 
 ``open_model(path)`` opens every safetensors and GGUF file of a directory (or one file) and
 lists their tensors by name; nothing is read until asked, and every read is a bounded chunk
@@ -40,7 +40,7 @@ class ModelTensors:
     readers: dict[str, TensorFile] = field(default_factory=dict)
 
     def values(self, name: str, chunk_elements: int = CHUNK_ELEMENTS) -> Iterator[Values]:
-        """The values of tensor ``name``, chunk by chunk, as float64."""
+        """The values of tensor ``name``, chunk by chunk (float32, or float64 where needed)."""
         info = self.tensors[name]
         return self.readers[info.file].values(info, chunk_elements)
 
@@ -49,11 +49,11 @@ class ModelTensors:
         info = self.tensors[name]
         reader = self.readers[info.file]
         for start in range(0, info.nbytes, chunk_bytes):
-            yield reader.raw(info, start, min(start + chunk_bytes, info.nbytes))
+            yield reader.source.read(info.offset + start, min(chunk_bytes, info.nbytes - start))
 
 
 def open_model(path: Path, stack: ExitStack, limits: Limits | None = None) -> ModelTensors:
-    """Map every tensor file of ``path`` (a directory or one file); ``stack`` closes them.
+    """Open every tensor file of ``path`` (a directory or one file); ``stack`` closes them.
 
     Raises:
         InputError: ``path`` is missing or unreadable, a tensor file is malformed or
