@@ -152,6 +152,11 @@ def flip_verdict(changes: list[TensorChange]) -> Verdict:
     )
 
 
+def confined(count: int, total: int) -> bool:
+    """Whether ``count`` of ``total`` tensors is "a few": an edit's reach, not a fine-tune's."""
+    return count <= MAX_EDITED_TENSORS and count / max(total, 1) <= MAX_EDITED_SHARE
+
+
 def census_verdict(changes: list[TensorChange], common: int) -> Verdict:
     """``census``: weights changed in only a few tensors fail as a localised edit."""
     edited = [change for change in changes if not change.identical]
@@ -159,7 +164,7 @@ def census_verdict(changes: list[TensorChange], common: int) -> Verdict:
         return Verdict("census", "pass", "no weight changed")
     share = len(edited) / max(common, 1)
     summary = f"{len(edited)} of {common} tensors changed ({share:.1%})"
-    if len(edited) <= MAX_EDITED_TENSORS and share <= MAX_EDITED_SHARE:
+    if confined(len(edited), common):
         ranked = sorted(edited, key=lambda change: change.relative_change, reverse=True)
         return Verdict(
             "census",
@@ -176,16 +181,15 @@ def low_rank(profile: SpectralProfile) -> bool:
 
 
 def spectral_verdict(spectra: dict[str, SpectralProfile], matrices: int) -> Verdict:
-    """``spectral``: low-rank changes (exact spectra) confined to a few matrices fail."""
+    """``spectral``: low-rank changes (exact spectra) confined to a few matrices warn."""
     suspects = [profile for profile in spectra.values() if profile.refined and low_rank(profile)]
     if not suspects:
         return Verdict("spectral", "pass", f"{len(spectra)} changed matrices, none low-rank")
-    share = len(suspects) / max(matrices, 1)
     described = ", ".join(
         f"{p.name} (rank {p.rank}, {p.rank_energy:.0%} of the change)" for p in suspects[:3]
     )
     summary = f"{len(suspects)} of {matrices} matrices changed by a low-rank update: {described}"
-    if len(suspects) <= MAX_EDITED_TENSORS and share <= MAX_EDITED_SHARE:
+    if confined(len(suspects), matrices):
         ranked = sorted(suspects, key=lambda profile: profile.rank_energy, reverse=True)
         return Verdict(
             "spectral", "warn", f"low-rank edit: {summary}", tuple(p.name for p in ranked)
