@@ -97,3 +97,14 @@ def test_a_directory_without_tensors_is_an_input_error(tmp_path: Path) -> None:
         open_model(tmp_path, stack)
     with ExitStack() as stack, pytest.raises(InputError, match="no such file"):
         open_model(tmp_path / "absent", stack)
+
+
+@pytest.mark.parametrize("kind", ["safetensors", "gguf"])
+def test_a_file_cut_inside_its_header_is_an_input_error(tmp_path: Path, kind: str) -> None:
+    # A header reader's frames hold views of the map while its error propagates: the map
+    # must still close, and the error stay an input error (not a BufferError).
+    original = minilm_dir() / "model.safetensors" if kind == "safetensors" else smollm2_gguf()
+    cut = tmp_path / original.name
+    cut.write_bytes(original.read_bytes()[:1000])
+    with ExitStack() as stack, pytest.raises(InputError, match="not a readable tensor file"):
+        open_model(cut, stack)

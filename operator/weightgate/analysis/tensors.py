@@ -101,26 +101,39 @@ def _open_tensor_file(
     try:
         if os.fstat(descriptor).st_size == 0:
             return hashlib.sha256(b"").hexdigest()
+        reader: TensorFile | None = None
+        problem: str | None = None
         with mmap.mmap(descriptor, 0, access=mmap.ACCESS_READ) as data:
-            kind = detect_format(data, file.name)
-            source = FileBytes(descriptor, relative)
-            reader: TensorFile
-            if kind is FileFormat.SAFETENSORS:
-                reader = SafetensorsFile(data, source, limits)
-            elif kind is FileFormat.GGUF:
-                reader = GGUFTensorFile(data, source, limits)
-            else:
-                return _sha256(descriptor)
+            try:
+                reader = _tensor_file(data, file.name, FileBytes(descriptor, relative), limits)
+            except FormatError as exc:
+                # Only its message leaves the block: its traceback's frames hold views of the
+                # map, which could then not be closed (BufferError instead of this error).
+                problem = str(exc)
+        if problem is not None:
+            raise InputError(f"{file}: not a readable tensor file: {problem}")
+        if reader is None:
+            return _sha256(descriptor)
         keep = True
         stack.callback(os.close, descriptor)
         return reader
-    except FormatError as exc:
-        raise InputError(f"{file}: not a readable tensor file: {exc}") from exc
     except OSError as exc:
         raise InputError(f"{file}: {exc.strerror or exc}") from exc
     finally:
         if not keep:
             os.close(descriptor)
+
+
+def _tensor_file(
+    data: mmap.mmap, name: str, source: FileBytes, limits: Limits
+) -> TensorFile | None:
+    """The reader for a safetensors or GGUF file (by content), or None for another file."""
+    kind = detect_format(data, name)
+    if kind is FileFormat.SAFETENSORS:
+        return SafetensorsFile(data, source, limits)
+    if kind is FileFormat.GGUF:
+        return GGUFTensorFile(data, source, limits)
+    return None
 
 
 def _sha256(descriptor: int) -> str:
