@@ -240,6 +240,11 @@ def _command_resolve(args: argparse.Namespace) -> int:
     return EXIT_PASS
 
 
+def _command_diff(args: argparse.Namespace) -> int:
+    progress = _Progress(sys.stderr) if _wants(args.progress, sys.stderr) else None
+    return cli_analysis.command_diff(args, sys.stdout, progress.downloaded if progress else None)
+
+
 def _report(
     args: argparse.Namespace,
     settings: ScanSettings,
@@ -279,7 +284,6 @@ def _report(
 
 
 _COMMANDS = {
-    "diff": cli_analysis.command_diff,
     "sign": cli_provenance.command_sign,
     "verify": cli_provenance.command_verify,
     "keys": cli_provenance.command_keys,
@@ -295,6 +299,8 @@ def main(argv: list[str] | None = None) -> int:
             return _command_scan(args)
         if args.command == "resolve":
             return _command_resolve(args)
+        if args.command == "diff":
+            return _command_diff(args)
         if args.command in _COMMANDS:
             return _COMMANDS[args.command](args, sys.stdout)
     except InputError as exc:

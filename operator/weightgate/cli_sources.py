@@ -1,13 +1,14 @@
-"""The command line's side of model sources: `weightgate resolve`, and scanning a URI.
+"""The command line's side of model sources: `weightgate resolve`, and scanning or diffing a URI.
 
 `weightgate.sources` does the work (resolve, fetch into the cache, materialize); this module
 parses the options they share, renders what was resolved, and names the model and its
-revision in scan reports. The commands are dispatched from :mod:`weightgate.cli`.
+revision in scan and diff reports. The commands are dispatched from :mod:`weightgate.cli`.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import re
@@ -132,7 +133,7 @@ def is_reference(argument: str) -> bool:
 def fetched_directory(
     reference: str, settings: SourceSettings
 ) -> Iterator[tuple[FetchedModel, Path]]:
-    """Resolve and fetch `reference`, and lay it out in a temporary directory to scan."""
+    """Resolve and fetch `reference`, and lay it out in a temporary directory to read."""
     fetched = sources.fetch(reference, settings)
     # beside the blobs, so materialize hard-links instead of copying across filesystems
     scratch_root = settings.cache_dir / "scratch"
@@ -159,6 +160,29 @@ def check_scanned(report: ScanReport, fetched: FetchedModel) -> None:
         )
 
 
+def check_laid_out(fetched: FetchedModel, directory: Path) -> None:
+    """Raise DigestMismatch unless every file laid out in `directory` holds its verified bytes.
+
+    For a command that reads the files in its own order (diff) instead of hashing each one
+    as it goes (scan: :func:`check_scanned`): one more read of each file, before it is used.
+    """
+    reference = fetched.resolved.reference
+    for file in fetched.files:
+        path = directory.joinpath(*file.path.split("/"))
+        try:
+            with path.open("rb") as handle:
+                sha256 = hashlib.file_digest(handle, "sha256").hexdigest()
+        except OSError as error:
+            raise sources.SourceError(
+                f"{reference}: {file.path}: cannot read it in {directory}: {error}"
+            ) from error
+        if sha256 != file.sha256:
+            raise sources.DigestMismatch(
+                f"{reference}: {file.path}: the bytes read (sha256 {sha256}) are not the "
+                f"fetched ones ({file.sha256}); the cache was modified: remove it and try again"
+            )
+
+
 def revision_note(fetched: FetchedModel) -> str:
     """Why the revision is what it is, when the source had none of its own."""
     if fetched.resolved.revision is not None:
@@ -179,13 +203,18 @@ def model_fields(fetched: FetchedModel) -> dict[str, Any]:
     }
 
 
-def text_header(fetched: FetchedModel) -> str:
-    """The first lines of a text report on a fetched model."""
+def revision_lines(fetched: FetchedModel) -> list[str]:
+    """The revision a fetched model was pinned to, and the reference that always means it."""
     note = revision_note(fetched)
-    revision = f"{fetched.revision} ({note})" if note else fetched.revision
-    lines = [f"Model:    {fetched.resolved.reference}", f"Revision: {revision}"]
+    lines = [f"Revision: {fetched.revision} ({note})" if note else f"Revision: {fetched.revision}"]
     if fetched.resolved.pinned != fetched.resolved.reference:
         lines.append(f"Pinned:   {fetched.resolved.pinned}")
+    return lines
+
+
+def text_header(fetched: FetchedModel) -> str:
+    """The first lines of a text report on a fetched model."""
+    lines = [f"Model:    {fetched.resolved.reference}", *revision_lines(fetched)]
     return "\n".join(lines) + "\n"
 
 

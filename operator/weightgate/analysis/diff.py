@@ -68,24 +68,35 @@ class DiffReport:
         )
 
 
-def diff_models(baseline: Path, candidate: Path) -> DiffReport:
+def diff_models(
+    baseline: Path,
+    candidate: Path,
+    *,
+    baseline_name: str | None = None,
+    candidate_name: str | None = None,
+) -> DiffReport:
     """Compare two model directories (or files) tensor by tensor.
+
+    A name is what the report and errors call a model whose path means nothing to the user
+    (a fetched model laid out in a temporary directory: its URI); by default, the path.
 
     Raises:
         InputError: Either side is missing, malformed or truncated, or the two are
             different models rather than versions of one.
     """
+    before_name, after_name = baseline_name or str(baseline), candidate_name or str(candidate)
     with ExitStack() as stack:
-        before = open_model(baseline, stack)
-        after = open_model(candidate, stack)
+        before = open_model(baseline, stack, name=baseline_name)
+        after = open_model(candidate, stack, name=candidate_name)
         manifest = diff_manifests(before, after)
         shared = len(manifest.common) + len(manifest.renamed)
         if shared < MIN_SHARED_TENSORS * max(len(before.tensors), len(after.tensors)):
             raise InputError(
-                f"{baseline} and {candidate} share {shared} of {len(before.tensors)} and "
-                f"{len(after.tensors)} tensors: different architectures, not two versions"
+                f"{before_name} and {after_name} share {shared} of "
+                f"{len(before.tensors)} and {len(after.tensors)} tensors: different "
+                "architectures, not two versions"
             )
-        report = DiffReport(str(baseline), str(candidate), manifest)
+        report = DiffReport(before_name, after_name, manifest)
         for tensors in (before.tensors, after.tensors):  # the candidate's place wins
             report.locations.update({name: (t.file, t.offset) for name, t in tensors.items()})
         report.matrices = sum(_is_matrix(before.tensors[name].shape) for name in manifest.common)

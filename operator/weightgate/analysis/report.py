@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 from weightgate.analysis.diff import DiffReport
@@ -76,9 +77,23 @@ def _spectrum_dict(profile: SpectralProfile | None) -> dict[str, Any]:
     }
 
 
-def render_text(report: DiffReport, limit: int = 20) -> str:
-    """The human form: verdicts first, then what changed."""
-    lines = [f"baseline  {report.baseline}", f"candidate {report.candidate}", ""]
+def render_text(
+    report: DiffReport,
+    limit: int = 20,
+    notes: tuple[Sequence[str], Sequence[str]] = ((), ()),
+) -> str:
+    """The human form: verdicts first, then what changed.
+
+    ``notes`` are lines shown under the baseline's and the candidate's name (for a fetched
+    model, its revision).
+    """
+    lines = []
+    for label, name, side_notes in zip(
+        ("baseline ", "candidate"), (report.baseline, report.candidate), notes, strict=True
+    ):
+        lines.append(f"{label} {name}")
+        lines.extend(f"{'':10}{note}" for note in side_notes)
+    lines.append("")
     for verdict in report.verdicts:
         lines.append(f"{verdict.status.upper():<5} {verdict.detector}: {verdict.message}")
         lines.extend(f"      {name}" for name in verdict.tensors[:limit])

@@ -52,8 +52,13 @@ class ModelTensors:
             yield reader.source.read(info.offset + start, min(chunk_bytes, info.nbytes - start))
 
 
-def open_model(path: Path, stack: ExitStack, limits: Limits | None = None) -> ModelTensors:
+def open_model(
+    path: Path, stack: ExitStack, limits: Limits | None = None, name: str | None = None
+) -> ModelTensors:
     """Open every tensor file of ``path`` (a directory or one file); ``stack`` closes them.
+
+    ``name`` is what errors call the model when ``path`` means nothing to the user (a fetched
+    model laid out in a temporary directory): ``NAME: FILE: ...`` instead of ``PATH/FILE: ...``.
 
     Raises:
         InputError: ``path`` is missing or unreadable, a tensor file is malformed or
@@ -65,11 +70,12 @@ def open_model(path: Path, stack: ExitStack, limits: Limits | None = None) -> Mo
     elif path.is_file():
         files = [path]
     else:
-        raise InputError(f"{path}: no such file or directory")
+        raise InputError(f"{name or path}: no such file or directory")
     model = ModelTensors(path)
     for file in files:
         relative = file.name if file == path else file.relative_to(path).as_posix()
-        reader = _open_tensor_file(file, relative, stack, limits)
+        where = f"{name}: {relative}" if name else str(file)
+        reader = _open_tensor_file(file, relative, where, stack, limits)
         if isinstance(reader, str):
             model.other_files[relative] = reader
             continue
@@ -78,25 +84,26 @@ def open_model(path: Path, stack: ExitStack, limits: Limits | None = None) -> Mo
             if tensor.name in model.tensors:
                 first = model.tensors[tensor.name].file
                 raise InputError(
-                    f"{path}: tensor {tensor.name!r} is in both {first} and {relative}"
+                    f"{name or path}: tensor {tensor.name!r} is in both {first} and {relative}"
                 )
             model.tensors[tensor.name] = tensor
     if not model.tensors:
-        raise InputError(f"{path}: no safetensors or GGUF tensors found")
+        raise InputError(f"{name or path}: no safetensors or GGUF tensors found")
     return model
 
 
 def _open_tensor_file(
-    file: Path, relative: str, stack: ExitStack, limits: Limits
+    file: Path, relative: str, where: str, stack: ExitStack, limits: Limits
 ) -> TensorFile | str:
     """A reader for a tensor file (kept open until ``stack`` closes), or another file's sha256.
 
-    The file is mapped only while its format is detected and its header parsed.
+    The file is mapped only while its format is detected and its header parsed; errors name
+    it as ``where``.
     """
     try:
         descriptor = os.open(file, os.O_RDONLY)
     except OSError as exc:
-        raise InputError(f"{file}: {exc.strerror or exc}") from exc
+        raise InputError(f"{where}: {exc.strerror or exc}") from exc
     keep = False
     try:
         if os.fstat(descriptor).st_size == 0:
@@ -111,14 +118,14 @@ def _open_tensor_file(
                 # map, which could then not be closed (BufferError instead of this error).
                 problem = str(exc)
         if problem is not None:
-            raise InputError(f"{file}: not a readable tensor file: {problem}")
+            raise InputError(f"{where}: not a readable tensor file: {problem}")
         if reader is None:
             return _sha256(descriptor)
         keep = True
         stack.callback(os.close, descriptor)
         return reader
     except OSError as exc:
-        raise InputError(f"{file}: {exc.strerror or exc}") from exc
+        raise InputError(f"{where}: {exc.strerror or exc}") from exc
     finally:
         if not keep:
             os.close(descriptor)
