@@ -43,7 +43,9 @@ def add_diff_command(commands: Any) -> None:
     )
     diff.add_argument("baseline", metavar="BASELINE", help=f"the admitted version: {_MODEL}")
     diff.add_argument("candidate", metavar="CANDIDATE", help=f"the new version: {_MODEL}")
-    diff.add_argument("-f", "--format", choices=["text", "json", "sarif"], default="text")
+    diff.add_argument(
+        "-f", "--format", choices=["text", "json", "sarif"], default="text", help="report format"
+    )
     diff.add_argument("-o", "--output", type=Path, help="write the report here, not stdout")
     diff.add_argument(
         "--progress",
