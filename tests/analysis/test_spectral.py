@@ -124,9 +124,10 @@ def test_an_edit_hidden_under_a_light_fine_tune_is_still_found(tmp_path: Path) -
     report = diff_models(minilm_dir(), candidate)
     verdicts = {verdict.detector: verdict for verdict in report.verdicts}
     assert verdicts["census"].status == "pass"  # every tensor changed
-    assert verdicts["spectral"].status == "warn"  # not a failure until calibrated
+    assert verdicts["spectral"].status == "fail"  # the edited query stands out of its family
     assert verdicts["spectral"].tensors == (QUERY,)
     assert report.spectra[QUERY].rank == 1
+    assert report.failed
 
 
 def test_a_merged_benign_lora_in_every_layer_is_not_an_edit(tmp_path: Path) -> None:
@@ -142,5 +143,5 @@ def test_a_merged_benign_lora_in_every_layer_is_not_an_edit(tmp_path: Path) -> N
     report = diff_models(minilm_dir(), _minilm_variant(tmp_path, change))
     verdicts = {verdict.detector: verdict for verdict in report.verdicts}
     assert verdicts["spectral"].status == "pass", verdicts["spectral"].message
-    assert "spread, not confined: 12 of" in verdicts["spectral"].message
+    assert "none stands out of its family" in verdicts["spectral"].message
     assert all(report.spectra[name].rank == 8 for name in change)

@@ -10,7 +10,7 @@ from safetensors.numpy import save_file
 
 from tests.conftest import CORPUS
 from tests.evaluation import cases
-from tests.evaluation.suite import Outcome, evaluate, table
+from tests.evaluation.suite import Outcome, detector_table, evaluate, table
 
 
 def run_all(work: Path, corpus: Path = CORPUS) -> list[Outcome]:
@@ -30,7 +30,7 @@ def run_all(work: Path, corpus: Path = CORPUS) -> list[Outcome]:
 def main() -> int:
     with tempfile.TemporaryDirectory(prefix="weightgate-evaluation-") as scratch:
         outcomes = run_all(Path(scratch))
-    sys.stdout.write(table(outcomes))
+    sys.stdout.write(table(outcomes) + "\n" + detector_table(outcomes))
     return 0
 
 

@@ -3,14 +3,20 @@
 A *case* is one candidate made from a baseline (an attack at some strength, or a benign
 change); each is written as safetensors and compared with ``weightgate.analysis.diff``.
 Per attack family and strength the table gives the share the gate failed at its shipped
-thresholds, the share failed or warned about (warning-only detectors included), the share in
-which the edited tensor is the one the report names first, and the AUROC of a suspicion
-score against all benign cases of the same model. The benign rows give the false-positive
-rates. Thresholds are never tuned here on the positives.
+thresholds (fixed on the benign cases, see ``weightgate.analysis.detectors``), the share
+failed or warned about (warning-only detectors included), the share of detections in which
+the edited tensor is the one the report names first, and the AUROC of a suspicion score
+against all benign cases of the same model. The benign rows give the false-positive rates. A
+second table gives each detector's own AUROC per attack family. Thresholds are never tuned
+here on the positives.
 
-Suspicion score (for AUROC; the gate itself uses the verdicts): 1 when the manifest or the
-bit-flip detector fails; else the larger of 1 - (changed tensors / tensors) when anything
-changed and 1 - (low-rank matrices / matrices) when any changed matrix is low-rank; else 0.
+Detector scores (the statistic each detector thresholds, at its most suspicious tensor):
+manifest = number of structural changes; bit-flips = 1 when it fails; census = 1 - (changed
+tensors / tensors) when anything changed; spectral = the largest family spike ratio
+(:func:`~weightgate.analysis.detectors.family_spikes`); localisation = the largest share
+of a tensor's change in its top 1% of rows or columns. Suspicion (for the first table's
+AUROC) = 1 when the manifest or bit-flip detector fails, else the larger of the census score
+and r / (r + SPIKE_RATIO) for the spectral ratio r (1/2 at the threshold).
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ import numpy as np
 import numpy.typing as npt
 from safetensors.numpy import save_file
 
-from weightgate.analysis.detectors import low_rank
+from weightgate.analysis.detectors import SPIKE_RATIO, family_spikes
 from weightgate.analysis.diff import DiffReport, diff_models
 
 Weights = dict[str, npt.NDArray[np.float32]]
@@ -51,21 +57,34 @@ class Outcome:
     warned: bool
     named_first: str | None
     score: float
+    scores: dict[str, float]
 
 
-def suspicion(report: DiffReport) -> float:
-    """The score of the module docstring."""
+def detector_scores(report: DiffReport) -> dict[str, float]:
+    """Each detector's statistic (module docstring)."""
     status = {verdict.detector: verdict.status for verdict in report.verdicts}
-    if status.get("manifest") == "fail" or status.get("bit-flips") == "fail":
+    changed = [change for change in report.changes if not change.identical]
+    spikes = family_spikes(report.changes, report.spectra)
+    return {
+        "manifest": float(
+            len(next(v for v in report.verdicts if v.detector == "manifest").tensors)
+        ),
+        "bit-flips": float(status.get("bit-flips") == "fail"),
+        "census": 1 - len(changed) / max(len(report.changes), 1) if changed else 0.0,
+        "spectral": max(spikes.values(), default=0.0),
+        "localisation": max(
+            (max(c.top_rows_share, c.top_columns_share) for c in changed), default=0.0
+        ),
+    }
+
+
+def suspicion(scores: dict[str, float]) -> float:
+    """The combined score of the module docstring."""
+    if scores["manifest"] or scores["bit-flips"]:
         return 1.0
-    scores = [0.0]
-    changed = sum(not change.identical for change in report.changes)
-    if changed:
-        scores.append(1 - changed / max(len(report.changes), 1))
-    suspects = sum(p.refined and low_rank(p) for p in report.spectra.values())
-    if suspects:
-        scores.append(1 - suspects / max(report.matrices, 1))
-    return max(scores)
+    spike = scores["spectral"]
+    spectral = 1.0 if spike == float("inf") else spike / (spike + SPIKE_RATIO)
+    return max(scores["census"], spectral)
 
 
 def evaluate(baseline: Path, cases: list[Case], workdir: Path) -> list[Outcome]:
@@ -80,7 +99,8 @@ def evaluate(baseline: Path, cases: list[Case], workdir: Path) -> list[Outcome]:
         failing = [v for v in raised if v.status == "fail"]
         named = (failing or raised)[0].tensors[0] if raised else None
         warned = any(v.status != "pass" for v in report.verdicts)
-        outcomes.append(Outcome(case, report.failed, warned, named, suspicion(report)))
+        scores = detector_scores(report)
+        outcomes.append(Outcome(case, report.failed, warned, named, suspicion(scores), scores))
         shutil.rmtree(candidate)
     return outcomes
 
@@ -111,7 +131,7 @@ def table(outcomes: list[Outcome]) -> str:
         failed = sum(o.failed for o in members) / len(members)
         warned = sum(o.warned for o in members) / len(members)
         if positive:
-            raised = [o for o in members if o.warned]
+            raised = [o for o in members if o.failed] or [o for o in members if o.warned]
             named = sum(o.named_first in o.case.edited for o in raised) / max(len(raised), 1)
             area = auroc([o.score for o in members], negatives)
             rows.append(
@@ -123,4 +143,29 @@ def table(outcomes: list[Outcome]) -> str:
                 f"| {model} | benign: {family} | {strength} | {len(members)} | "
                 f"{failed:.0%} (false positives) | {warned:.0%} | | |"
             )
+    return "\n".join(rows) + "\n"
+
+
+def detector_table(outcomes: list[Outcome]) -> str:
+    """Each detector's AUROC per model and attack family, against the model's benign cases."""
+    detectors = list(outcomes[0].scores) if outcomes else []
+    rows = [
+        "| model | attack | n | " + " | ".join(detectors) + " |",
+        "| --- | --- | --- | " + " | ".join("---" for _ in detectors) + " |",
+    ]
+    groups: dict[tuple[str, str], list[Outcome]] = {}
+    for outcome in outcomes:
+        if outcome.case.positive:
+            groups.setdefault((outcome.case.model, outcome.case.family), []).append(outcome)
+    for (model, family), members in groups.items():
+        negatives = [o for o in outcomes if o.case.model == model and not o.case.positive]
+        areas = [
+            auroc([o.scores[d] for o in members], [o.scores[d] for o in negatives])
+            for d in detectors
+        ]
+        rows.append(
+            f"| {model} | {family} | {len(members)} | "
+            + " | ".join(f"{area:.2f}" for area in areas)
+            + " |"
+        )
     return "\n".join(rows) + "\n"

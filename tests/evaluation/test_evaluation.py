@@ -1,8 +1,8 @@
 """The evaluation runs in the suite: its table is printed, and what it shows is held.
 
-What is held is what the table showed when the detectors were last calibrated: no benign
-case fails the gate, and every attack family the gate claims (all but the edits followed
-by a fine-tune, which only warn) fails it in every case.
+What is held is the issue's acceptance at the shipped thresholds: no benign case fails the
+gate (at most 1% may; none does), every attack family at every strength fails it in at least
+95% of its cases, and the edited tensor is named first in at least 90% of detections.
 """
 
 from __future__ import annotations
@@ -12,12 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.evaluation.__main__ import run_all
-from tests.evaluation.suite import Outcome, table
-
-MISSED = {
-    "ROME, then light fine-tune (50 steps, lr 1e-5)",
-    "ROME, then fine-tune (50 steps, lr 1e-4)",
-}
+from tests.evaluation.suite import Outcome, detector_table, table
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +23,7 @@ def outcomes(tmp_path_factory: pytest.TempPathFactory, corpus_dir: Path) -> list
 def test_the_table_is_printed(outcomes: list[Outcome], capsys: pytest.CaptureFixture[str]) -> None:
     text = table(outcomes)
     with capsys.disabled():
-        print("\n" + text)
+        print("\n" + text + "\n" + detector_table(outcomes))
     assert "| small MLP (numpy-trained) | ROME rank-one | 2% |" in text
     assert "| all-MiniLM-L6-v2 | benign: re-save |" in text
 
@@ -39,13 +34,19 @@ def test_no_benign_change_fails_the_gate(outcomes: list[Outcome]) -> None:
     assert sum(not o.case.positive for o in outcomes) >= 40
 
 
-def test_every_claimed_attack_fails_the_gate_and_names_its_tensor(
-    outcomes: list[Outcome],
-) -> None:
-    claimed = [o for o in outcomes if o.case.positive and o.case.family not in MISSED]
-    assert len(claimed) >= 50
-    assert [o.case for o in claimed if not o.failed] == []
-    assert [o.case for o in claimed if o.named_first not in o.case.edited] == []
+def test_every_attack_fails_the_gate_and_names_its_tensor(outcomes: list[Outcome]) -> None:
+    groups: dict[tuple[str, str, str], list[Outcome]] = {}
+    for outcome in outcomes:
+        if outcome.case.positive:
+            key = (outcome.case.model, outcome.case.family, outcome.case.strength)
+            groups.setdefault(key, []).append(outcome)
+    assert sum(len(members) for members in groups.values()) >= 80
+    missed = {k: m for k, m in groups.items() if sum(o.failed for o in m) < 0.95 * len(m)}
+    assert missed == {}
+    detected = [o for members in groups.values() for o in members if o.failed]
+    named = [o for o in detected if o.named_first in o.case.edited]
+    assert len(named) >= 0.9 * len(detected)
+    assert [o.case for o in detected if o.named_first not in o.case.edited] == []
 
 
 def test_the_numpy_forward_pass_is_all_minilm_l6_v2() -> None:

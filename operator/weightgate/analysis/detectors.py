@@ -14,21 +14,22 @@ Detectors and their verdicts (``fail`` fails the gate, exit 2):
   ``MAX_EDITED_TENSORS`` tensors, themselves at most ``MAX_EDITED_SHARE`` of all tensors,
   fails as a localised edit (ROME edits one matrix, MEMIT 3-6; a fine-tune changes nearly
   every tensor).
-* ``spectral`` (warning only until the evaluation calibrates it): a changed matrix whose
-  ΔW has at most ``MAX_EDIT_RANK`` standing-out singular directions holding at least
-  ``MIN_RANK_ENERGY`` of its change is *low-rank*; low-rank changes confined to at most
-  ``MAX_EDITED_TENSORS`` matrices (at most ``MAX_EDITED_SHARE`` of them) are reported. Not
-  a failure yet: real gradient fine-tunes of the evaluation's small model leave several
-  matrices just as low-rank (their top 2-9 directions holding 50-95% of the change), so
-  confinement by count alone denied benign fine-tunes; judging a matrix against its family
-  is the next step.
+* ``spectral``: a changed matrix whose top singular value s1(ΔW) is at least
+  ``SPIKE_RATIO`` times the median s1 of the other members of its family (the same role in
+  the other layers; an unchanged member counts 0) fails: an edit puts one strong direction
+  into one layer (ROME) or a few (MEMIT), and a fine-tune laid over it to hide it moves every
+  layer alike, so the edited one still stands out of its family. Judged against the family,
+  not in absolute terms, because real fine-tune deltas are themselves low-rank (the
+  evaluation's fine-tunes put 50-95% of a matrix's change in its top 2-9 directions), so
+  "low-rank and confined" alone denied benign fine-tunes.
 * ``localisation`` (warning only until the evaluation suite calibrates it): matrices whose
   change is concentrated in a few neurons (the top 1% of rows or columns hold at least
   ``MIN_NEURON_SHARE`` of ‖ΔW‖²: handcrafted backdoors rewrite a handful of neurons), and
   tensors whose relative change ‖ΔW‖/‖W‖ is a robust outlier in their family (the same
   role in the other layers: the median and MAD of the family, z of at least ``FAMILY_Z``).
 
-Thresholds are provisional: the evaluation suite fixes them on benign negatives (issue 6).
+Thresholds are fixed on the evaluation suite's benign negatives (``python -m tests.evaluation``),
+never on its attacks; each constant says what it was fixed on.
 
 A re-saved copy has an empty diff and passes.
 """
@@ -70,10 +71,11 @@ DETECTORS = {
         "fine-tune changes nearly every tensor. Find out who changed these tensors and why.",
     ),
     "spectral": (
-        "A low-rank change is confined to a few matrices",
-        "Knowledge edits and merged LoRA backdoors write low-rank updates into a few "
-        "matrices; a benign fine-tune or LoRA spreads over every layer. Reported as a "
-        "warning until calibrated.",
+        "One layer's change has a direction far stronger than the same matrix's in the "
+        "other layers",
+        "Knowledge edits (ROME, MEMIT) and merged LoRA backdoors write a strong low-rank "
+        "update into one or a few layers, which stands out even under a later fine-tune; a "
+        "benign fine-tune moves every layer alike. Find out who changed this layer and why.",
     ),
     "localisation": (
         "A change is concentrated in a few neurons, or stands out from its layer family",
@@ -84,8 +86,14 @@ DETECTORS = {
 """Every detector: a title and what a failure means, for reports (SARIF rules)."""
 MAX_EDIT_RANK = 8
 MIN_RANK_ENERGY = 0.9
-"""An edit's few directions hold all of its change; quantisation or fine-tune noise on top
-lowers that share."""
+"""A change is *low-rank* (and read again for its exact spectrum) when at most
+``MAX_EDIT_RANK`` directions stand out and hold this share of it."""
+SPIKE_RATIO = 4.0
+"""Fixed on the evaluation's negatives (no false positive): their largest ratio is 2.1 on the
+small model (30 Adam fine-tunes, LoRAs, decaying low-rank updates) and 3.2 on
+all-MiniLM-L6-v2 (an int8 round trip of layer 0's attention output, whose outlier features
+int8 rounds coarsely); the weakest positive, a 2% ROME edit under 50 Adam steps at lr 1e-4,
+stands at 5.4."""
 MIN_NEURON_SHARE = 0.9
 FAMILY_Z = 8.0
 MIN_FAMILY = 4
@@ -180,21 +188,62 @@ def low_rank(profile: SpectralProfile) -> bool:
     return 0 < profile.rank <= MAX_EDIT_RANK and profile.rank_energy >= MIN_RANK_ENERGY
 
 
-def spectral_verdict(spectra: dict[str, SpectralProfile], matrices: int) -> Verdict:
-    """``spectral``: low-rank changes (exact spectra) confined to a few matrices warn."""
-    suspects = [profile for profile in spectra.values() if profile.refined and low_rank(profile)]
-    if not suspects:
-        return Verdict("spectral", "pass", f"{len(spectra)} changed matrices, none low-rank")
-    described = ", ".join(
-        f"{p.name} (rank {p.rank}, {p.rank_energy:.0%} of the change)" for p in suspects[:3]
+def family_spikes(
+    changes: list[TensorChange], spectra: dict[str, SpectralProfile]
+) -> dict[str, float]:
+    """s1(ΔW) of each profiled matrix over the median s1 of the rest of its family.
+
+    Families of ``MIN_FAMILY`` or more members; a member that did not change (or was not
+    profiled) counts 0, so an edit of one layer alone has an infinite ratio.
+    """
+    members: dict[str, list[str]] = {}
+    for change in changes:
+        members.setdefault(family(change.name), []).append(change.name)
+    spikes = {}
+    for names in members.values():
+        if len(names) < MIN_FAMILY:
+            continue
+        tops = [spectra[name].sigma[0] if name in spectra and spectra[name].sigma else 0.0
+                for name in names]  # fmt: skip
+        for index, name in enumerate(names):
+            if tops[index] > 0:
+                rest = float(np.median(tops[:index] + tops[index + 1 :]))
+                spikes[name] = tops[index] / rest if rest > 0 else math.inf
+    return spikes
+
+
+def spectral_verdict(changes: list[TensorChange], spectra: dict[str, SpectralProfile]) -> Verdict:
+    """``spectral``: a matrix whose change stands out of its family's fails."""
+    spikes = family_spikes(changes, spectra)
+    flagged = sorted(
+        (name for name, ratio in spikes.items() if ratio >= SPIKE_RATIO),
+        key=lambda name: spikes[name],
+        reverse=True,
     )
-    summary = f"{len(suspects)} of {matrices} matrices changed by a low-rank update: {described}"
-    if confined(len(suspects), matrices):
-        ranked = sorted(suspects, key=lambda profile: profile.rank_energy, reverse=True)
+    if not flagged:
+        largest = max(spikes.values(), default=0.0)
         return Verdict(
-            "spectral", "warn", f"low-rank edit: {summary}", tuple(p.name for p in ranked)
+            "spectral",
+            "pass",
+            f"{len(spectra)} changed matrices, none stands out of its family (largest top "
+            f"singular value {largest:.1f}x its family's median)",
         )
-    return Verdict("spectral", "pass", f"spread, not confined: {summary}")
+    described = ", ".join(_spike_text(name, spikes[name], spectra[name]) for name in flagged[:3])
+    return Verdict(
+        "spectral",
+        "fail",
+        f"{len(flagged)} matrices changed far more strongly than the same matrix in the other "
+        f"layers: {described}",
+        tuple(flagged),
+    )
+
+
+def _spike_text(name: str, ratio: float, profile: SpectralProfile) -> str:
+    scale = "alone in its family" if math.isinf(ratio) else f"{ratio:.1f}x its family's median"
+    shape = (
+        f", rank {profile.rank} ({profile.rank_energy:.0%} of the change)" if profile.rank else ""
+    )
+    return f"{name} (top singular value {scale}{shape})"
 
 
 def family(name: str) -> str:

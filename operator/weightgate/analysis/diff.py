@@ -114,7 +114,7 @@ def diff_models(
         manifest_verdict(manifest),
         flip_verdict(report.changes),
         census_verdict(report.changes, len(manifest.common)),
-        spectral_verdict(report.spectra, report.matrices),
+        spectral_verdict(report.changes, report.spectra),
         localisation_verdict(report.changes),
     ]
     return report
