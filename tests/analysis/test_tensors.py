@@ -93,7 +93,7 @@ def test_a_tensor_in_two_files_is_an_input_error(tmp_path: Path) -> None:
 
 def test_a_directory_without_tensors_is_an_input_error(tmp_path: Path) -> None:
     shutil.copy(minilm_dir() / "config.json", tmp_path)
-    with ExitStack() as stack, pytest.raises(InputError, match="no safetensors or GGUF"):
+    with ExitStack() as stack, pytest.raises(InputError, match="no safetensors, GGUF or PyTorch"):
         open_model(tmp_path, stack)
     with ExitStack() as stack, pytest.raises(InputError, match="no such file"):
         open_model(tmp_path / "absent", stack)

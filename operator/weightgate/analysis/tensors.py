@@ -1,14 +1,18 @@
 """A model's tensors, opened for streaming: stored bytes and decoded values, chunk by chunk.
 
-``open_model(path)`` opens every safetensors and GGUF file of a directory (or one file) and
-lists their tensors by name; nothing is read until asked, and every read is a bounded chunk
-(see :class:`~weightgate.analysis.tensor_info.FileBytes`), so memory follows the chunk size,
-not the model. Files are recognised
-by content (:func:`weightgate.formats.detect.detect_format`); other files (configs,
-tokenizers) are kept by digest only.
+``open_model(path)`` opens every safetensors, GGUF and PyTorch zip checkpoint of a directory
+(or one file) and lists their tensors by name; nothing is read until asked, and every read is
+a bounded chunk (see :class:`~weightgate.analysis.tensor_info.FileBytes`), so memory follows
+the chunk size, not the model. Files are recognised by content
+(:func:`weightgate.formats.detect.detect_format`); other files (configs, tokenizers, zips that
+are no checkpoint) are kept by digest only. A directory that holds safetensors or GGUF
+tensors keeps its PyTorch checkpoints by digest too: Hugging Face repositories ship
+``pytorch_model.bin`` beside ``model.safetensors`` with the same tensors, and the
+safetensors copy is the one compared.
 
-The readers: :mod:`.safetensors_tensors` (own, over the scanner's strict header reader) and
-:mod:`.gguf_tensors` (dequantised by the ``gguf`` package).
+The readers: :mod:`.safetensors_tensors` (own, over the scanner's strict header reader),
+:mod:`.gguf_tensors` (dequantised by the ``gguf`` package) and :mod:`.pytorch_tensors`
+(own, over the scanner's zip reader and pickle machine; nothing is unpickled).
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from pathlib import Path
 
 from weightgate.analysis.dtypes import Values
 from weightgate.analysis.gguf_tensors import GGUFTensorFile
+from weightgate.analysis.pytorch_tensors import TorchZipFile, is_legacy_torch, read_torch_zip
 from weightgate.analysis.safetensors_tensors import SafetensorsFile
 from weightgate.analysis.tensor_info import CHUNK_ELEMENTS, FileBytes, TensorFile, TensorInfo
 from weightgate.errors import FormatError, InputError
@@ -67,12 +72,30 @@ def open_model(path: Path, stack: ExitStack, limits: Limits | None = None) -> Mo
     else:
         raise InputError(f"{path}: no such file or directory")
     model = ModelTensors(path)
+    readers: dict[str, TensorFile] = {}
+    legacy: list[str] = []
     for file in files:
         relative = file.name if file == path else file.relative_to(path).as_posix()
         reader = _open_tensor_file(file, relative, stack, limits)
         if isinstance(reader, str):
             model.other_files[relative] = reader
-            continue
+        elif isinstance(reader, _LegacyTorch):
+            model.other_files[relative] = reader.digest
+            legacy.append(relative)
+        else:
+            readers[relative] = reader
+    if any(not isinstance(reader, TorchZipFile) for reader in readers.values()):
+        for relative, reader in list(readers.items()):
+            if isinstance(reader, TorchZipFile):
+                model.other_files[relative] = _sha256(reader.source.descriptor)
+                del readers[relative]
+    elif legacy:
+        raise InputError(
+            f"{path if path.is_file() else path / legacy[0]}: a legacy (torch < 1.6, not zip) "
+            "PyTorch checkpoint, which the analysis does not read; re-save it with a current "
+            "torch.save"
+        )
+    for relative, reader in readers.items():
         model.readers[relative] = reader
         for tensor in reader.tensors:
             if tensor.name in model.tensors:
@@ -82,13 +105,20 @@ def open_model(path: Path, stack: ExitStack, limits: Limits | None = None) -> Mo
                 )
             model.tensors[tensor.name] = tensor
     if not model.tensors:
-        raise InputError(f"{path}: no safetensors or GGUF tensors found")
+        raise InputError(f"{path}: no safetensors, GGUF or PyTorch checkpoint tensors found")
     return model
+
+
+@dataclass(frozen=True)
+class _LegacyTorch:
+    """A legacy (torch < 1.6, not zip) checkpoint: not read, refused where it would be."""
+
+    digest: str
 
 
 def _open_tensor_file(
     file: Path, relative: str, stack: ExitStack, limits: Limits
-) -> TensorFile | str:
+) -> TensorFile | _LegacyTorch | str:
     """A reader for a tensor file (kept open until ``stack`` closes), or another file's sha256.
 
     The file is mapped only while its format is detected and its header parsed.
@@ -104,12 +134,16 @@ def _open_tensor_file(
         with mmap.mmap(descriptor, 0, access=mmap.ACCESS_READ) as data:
             kind = detect_format(data, file.name)
             source = FileBytes(descriptor, relative)
-            reader: TensorFile
+            reader: TensorFile | None = None
             if kind is FileFormat.SAFETENSORS:
                 reader = SafetensorsFile(data, source, limits)
             elif kind is FileFormat.GGUF:
                 reader = GGUFTensorFile(data, source, limits)
-            else:
+            elif kind is FileFormat.ZIP:
+                reader = read_torch_zip(data, source, limits)
+            elif kind is FileFormat.PICKLE and is_legacy_torch(data):
+                return _LegacyTorch(_sha256(descriptor))
+            if reader is None:
                 return _sha256(descriptor)
         keep = True
         stack.callback(os.close, descriptor)
