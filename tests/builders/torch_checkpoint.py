@@ -20,10 +20,14 @@ import pickle
 import struct
 import tarfile
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from types import FunctionType
 from typing import Any
+
+import numpy as np
+import numpy.typing as npt
 
 from tests.builders import zips
 
@@ -37,6 +41,18 @@ def _stand_in(obj: Any, module: str, qualname: str) -> Any:
 
 class FloatStorage:
     """Stands in for ``torch.FloatStorage`` (only ever pickled by reference)."""
+
+
+class LongStorage:
+    """Stands in for ``torch.LongStorage`` (int64)."""
+
+
+class HalfStorage:
+    """Stands in for ``torch.HalfStorage`` (float16)."""
+
+
+class DoubleStorage:
+    """Stands in for ``torch.DoubleStorage`` (float64)."""
 
 
 class FloatTensor:
@@ -56,10 +72,21 @@ class OrderedDict(dict):  # type: ignore[type-arg]
 
 
 _stand_in(FloatStorage, "torch", "FloatStorage")
+_stand_in(LongStorage, "torch", "LongStorage")
+_stand_in(HalfStorage, "torch", "HalfStorage")
+_stand_in(DoubleStorage, "torch", "DoubleStorage")
 _stand_in(FloatTensor, "torch", "FloatTensor")
 _stand_in(_rebuild_tensor_v2, "torch._utils", "_rebuild_tensor_v2")
 _stand_in(OrderedDict, "collections", "OrderedDict")
-STAND_INS = (FloatStorage, FloatTensor, _rebuild_tensor_v2, OrderedDict)
+STAND_INS = (
+    FloatStorage, LongStorage, HalfStorage, DoubleStorage, FloatTensor, _rebuild_tensor_v2,
+    OrderedDict,
+)  # fmt: skip
+STORAGE_CLASSES: dict[str, type] = {
+    "float32": FloatStorage, "int64": LongStorage, "float16": HalfStorage,
+    "float64": DoubleStorage,
+}  # fmt: skip
+"""numpy dtype name -> the storage class torch pickles for it."""
 
 
 @dataclass(eq=False)
@@ -75,18 +102,35 @@ class Storage:
 
 
 @dataclass(eq=False)
-class Tensor:
-    """A contiguous tensor over a whole storage."""
+class ArrayStorage:
+    """A storage holding a numpy array's elements (float32, int64, float16, float64)."""
 
-    storage: Storage
+    key: str
+    array: npt.NDArray[Any]
+
+    def raw(self) -> bytes:
+        """The storage bytes as torch writes them (little-endian, C order)."""
+        return self.array.astype(self.array.dtype.newbyteorder("<")).tobytes()
+
+
+@dataclass(eq=False)
+class Tensor:
+    """A tensor over a storage: contiguous from its start unless told otherwise."""
+
+    storage: Storage | ArrayStorage
     shape: tuple[int, ...]
+    offset: int = 0
+    stride: tuple[int, ...] | None = None
 
     def __reduce_ex__(self, protocol: object) -> tuple[Any, ...]:
         stride, step = [], 1
         for dim in reversed(self.shape):
             stride.insert(0, step)
             step *= dim
-        args = (self.storage, 0, self.shape, tuple(stride), False, OrderedDict())
+        args = (
+            self.storage, self.offset, self.shape, self.stride or tuple(stride), False,
+            OrderedDict(),
+        )  # fmt: skip
         return (_rebuild_tensor_v2, args)
 
 
@@ -99,6 +143,9 @@ class CheckpointPickler(pickle._Pickler):
         """Storages become ``('storage', FloatStorage, key, 'cpu', numel)``."""
         if isinstance(obj, Storage):
             return ("storage", FloatStorage, obj.key, "cpu", len(obj.values))
+        if isinstance(obj, ArrayStorage):
+            kind = STORAGE_CLASSES[obj.array.dtype.name]
+            return ("storage", kind, obj.key, "cpu", obj.array.size)
         return None
 
     def save_global(self, obj: Any, name: str | None = None) -> None:
@@ -137,7 +184,7 @@ DEFAULT_SHAPES = {"linear.weight": (2, 3), "linear.bias": (2,)}
 
 
 def records(
-    obj: Any, storages: list[Storage], prefix: str = "archive"
+    obj: Any, storages: Sequence[Storage | ArrayStorage], prefix: str = "archive"
 ) -> Iterator[tuple[str, bytes]]:
     """The zip records of a checkpoint, in torch.save's order."""
     yield f"{prefix}/data.pkl", dumps(obj)
@@ -160,6 +207,29 @@ def build_checkpoint(
         for name, data in records(obj, storages, prefix):
             archive.writestr(name, data)
     return out.getvalue()
+
+
+def array_state_dict(
+    arrays: dict[str, npt.NDArray[Any]],
+) -> tuple[OrderedDict, list[ArrayStorage]]:
+    """A state dict of the given arrays, one storage each, as ``model.state_dict()``."""
+    sd, storages = OrderedDict(), []
+    for index, (name, array) in enumerate(arrays.items()):
+        storage = ArrayStorage(str(index), np.ascontiguousarray(array))
+        storages.append(storage)
+        sd[name] = Tensor(storage, tuple(array.shape))
+    sd._metadata = OrderedDict({"": {"version": 1}})  # type: ignore[attr-defined]
+    return sd, storages
+
+
+def write_checkpoint(
+    path: Path, obj: Any, storages: Sequence[Storage | ArrayStorage], prefix: str = "archive"
+) -> Path:
+    """Write a checkpoint of ``obj`` to ``path`` with zipfile (stored), member by member."""
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as archive:
+        for name, data in records(obj, storages, prefix):
+            archive.writestr(name, data)
+    return path
 
 
 def build_checkpoint_torch_layout(shapes: dict[str, tuple[int, ...]] | None = None) -> bytes:

@@ -251,8 +251,8 @@ def _tensor(checkpoint: _Checkpoint, call: Instance, name: str) -> tuple[int, Te
     start = storage_offset * itemsize
     if start + count * itemsize > storage.nbytes:
         raise FormatError(
-            f"{where}: {count} elements at element {storage_offset} run past the end of "
-            f"its storage {storage.key!r} ({storage.nbytes} bytes)"
+            f"{where}: size {shape} from element {storage_offset} runs past the end of its "
+            f"storage {storage.key!r} ({storage.nbytes} bytes)"
         )
     if count and not _contiguous(shape, stride):
         raise FormatError(
