@@ -23,9 +23,10 @@ def add_diff_command(commands: Any) -> None:
     diff = commands.add_parser(
         "diff",
         help="compare a candidate model with its last admitted version, tensor by tensor",
-        description="Compare two versions of a model (directories or files; safetensors or "
-        "GGUF): tensors added, removed, renamed, reshaped or re-typed, and per tensor how "
-        "many elements changed and how. Exit 2 when a detector fails.",
+        description="Compare two versions of a model (directories or files; safetensors, "
+        "GGUF or PyTorch zip checkpoints, read without unpickling): tensors added, removed, "
+        "renamed, reshaped or re-typed, and per tensor how many elements changed and how. "
+        "Exit 2 when a detector fails.",
     )
     diff.add_argument("baseline", type=Path, metavar="BASELINE")
     diff.add_argument("candidate", type=Path, metavar="CANDIDATE")

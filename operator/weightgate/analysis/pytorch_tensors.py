@@ -151,10 +151,10 @@ def read_torch_zip(data: mmap.mmap, source: FileBytes, limits: Limits) -> TorchZ
     stray = sorted(set(walked.trace.persistent_ids) - used)
     if stray:
         raise FormatError(
-            f"{relative}: data.pkl refers to a storage (persistent id at offset {stray[0]}) "
-            "outside the dicts, lists and tensors the analysis reads (a pickled module or "
-            "other object?); save a state_dict to compare it",
-            stray[0],
+            f"{relative}: data.pkl refers to a storage (persistent id at byte {stray[0]} of "
+            "data.pkl) outside the dicts, lists and tensors the analysis reads (a pickled "
+            "module or other object?); save a state_dict to compare it",
+            start + stray[0],
         )
     return TorchZipFile(list(tensors.values()), source)
 
