@@ -24,6 +24,7 @@ from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from weightgate.analysis.dtypes import Values
 from weightgate.analysis.gguf_tensors import GGUFTensorFile
@@ -131,30 +132,47 @@ def _open_tensor_file(
     try:
         if os.fstat(descriptor).st_size == 0:
             return hashlib.sha256(b"").hexdigest()
+        problem = None
         with mmap.mmap(descriptor, 0, access=mmap.ACCESS_READ) as data:
-            kind = detect_format(data, file.name)
-            source = FileBytes(descriptor, relative)
-            reader: TensorFile | None = None
-            if kind is FileFormat.SAFETENSORS:
-                reader = SafetensorsFile(data, source, limits)
-            elif kind is FileFormat.GGUF:
-                reader = GGUFTensorFile(data, source, limits)
-            elif kind is FileFormat.ZIP:
-                reader = read_torch_zip(data, source, limits)
-            elif kind is FileFormat.PICKLE and is_legacy_torch(data):
-                return _LegacyTorch(_sha256(descriptor))
-            if reader is None:
-                return _sha256(descriptor)
+            try:
+                reader = _reader(data, file.name, FileBytes(descriptor, relative), limits)
+            except FormatError as exc:
+                # Only the message leaves: the error's traceback holds the reader's frames,
+                # whose views of the map would keep it from closing (BufferError).
+                problem = str(exc)
+        if problem is not None:
+            raise InputError(f"{file}: not a readable tensor file: {problem}")
+        if reader is None or isinstance(reader, str):
+            digest = _sha256(descriptor)
+            return digest if reader is None else _LegacyTorch(digest)
         keep = True
         stack.callback(os.close, descriptor)
         return reader
-    except FormatError as exc:
-        raise InputError(f"{file}: not a readable tensor file: {exc}") from exc
     except OSError as exc:
         raise InputError(f"{file}: {exc.strerror or exc}") from exc
     finally:
         if not keep:
             os.close(descriptor)
+
+
+def _reader(
+    data: mmap.mmap, name: str, source: FileBytes, limits: Limits
+) -> TensorFile | Literal["legacy-torch"] | None:
+    """The file's reader, ``legacy-torch``, or None for a file that holds no tensors.
+
+    Raises:
+        FormatError: The file is a tensor file its reader refuses.
+    """
+    kind = detect_format(data, name)
+    if kind is FileFormat.SAFETENSORS:
+        return SafetensorsFile(data, source, limits)
+    if kind is FileFormat.GGUF:
+        return GGUFTensorFile(data, source, limits)
+    if kind is FileFormat.ZIP:
+        return read_torch_zip(data, source, limits)
+    if kind is FileFormat.PICKLE and is_legacy_torch(data):
+        return "legacy-torch"
+    return None
 
 
 def _sha256(descriptor: int) -> str:
