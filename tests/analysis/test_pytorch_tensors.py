@@ -200,6 +200,9 @@ def _hostile(tmp_path: Path, case: str) -> Path:
     if case == "legacy":
         path.write_bytes(LEGACY_TORCH.read_bytes())
         return path
+    if case == "legacy-tar":
+        path.write_bytes(tc.build_legacy_tar())
+        return path
     if case == "trailing-data":
         path.write_bytes(tc.build_checkpoint_torch_layout() + b"hidden")
         return path
@@ -251,6 +254,7 @@ HOSTILE = {
     "malformed-pickle": "data.pkl: no pickle at 0",
     "big-endian": "byteorder is b'big'",
     "legacy": "a legacy (torch < 1.6, not zip) PyTorch checkpoint",
+    "legacy-tar": "a legacy (torch < 1.6, not zip) PyTorch checkpoint",
     "trailing-data": "the checkpoint's zip structure is ambiguous (6 bytes after the end of "
     "central directory)",
 }
@@ -262,7 +266,7 @@ def test_hostile_checkpoints_exit_1_with_the_reason(tmp_path: Path, case: str) -
     with ExitStack() as stack, pytest.raises(InputError) as caught:
         open_model(path, stack)
     assert HOSTILE[case] in str(caught.value)
-    if case in {"offset-past-storage", "compressed-storage", "legacy", "malformed-pickle"}:
+    if case in {"offset-past-storage", "compressed-storage", "legacy", "legacy-tar"}:
         result = run("diff", path, path)  # the process too: exit 1, no traceback
         assert result.returncode == 1, result.stdout + result.stderr
         assert HOSTILE[case] in result.stderr

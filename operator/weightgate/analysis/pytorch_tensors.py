@@ -29,6 +29,7 @@ from typing import TypeGuard
 from weightgate.analysis.dtypes import ELEMENT_TYPES, Values
 from weightgate.analysis.tensor_info import FileBytes, TensorInfo, plain_values
 from weightgate.errors import FormatError
+from weightgate.formats.detect import FileFormat
 from weightgate.formats.limits import Limits
 from weightgate.formats.pickle import (
     TORCH_LEGACY_MAGIC,
@@ -37,6 +38,7 @@ from weightgate.formats.pickle import (
     walk_limits,
 )
 from weightgate.formats.pickle.trace import DictValue, GlobalRef, Instance, Persistent
+from weightgate.formats.tar import LEGACY_TORCH_MEMBERS, read_tar
 from weightgate.formats.zip import ODD_FLAGS, Method, ZipEntry, read_zip
 
 ROOT_NAME = "<root>"
@@ -159,12 +161,27 @@ def read_torch_zip(data: mmap.mmap, source: FileBytes, limits: Limits) -> TorchZ
     return TorchZipFile(list(tensors.values()), source)
 
 
-def is_legacy_torch(data: mmap.mmap) -> bool:
-    """Whether a pickle stream is a legacy (torch < 1.6) checkpoint.
+def is_legacy_torch(data: mmap.mmap, kind: FileFormat, limits: Limits) -> bool:
+    """Whether a pickle stream or tar is a legacy checkpoint, which this reader refuses.
 
-    Its first pickle is torch's magic number, a handful of opcodes; a pickle that does not
-    stop within a few opcodes is something else and is not walked further.
+    A torch < 1.6 checkpoint is a pickle stream whose first pickle is torch's magic number,
+    a handful of opcodes (a pickle that does not stop within a few is something else and is
+    not walked further); a torch < 0.4 one is a tar of ``sys_info``, ``pickle``,
+    ``storages`` and ``tensors``.
     """
+    if kind is FileFormat.TAR:
+        with memoryview(data) as view:
+            try:
+                listing = read_tar(
+                    view,
+                    max_members=limits.max_archive_members,
+                    max_header_bytes=limits.max_header_bytes,
+                )
+            except FormatError:
+                return False
+        return LEGACY_TORCH_MEMBERS.issubset(member.name for member in listing.members)
+    if kind is not FileFormat.PICKLE:
+        return False
     try:
         first = read_single_pickle(data, WalkLimits(max_opcodes=8))
     except FormatError:

@@ -170,7 +170,7 @@ def _reader(
         return GGUFTensorFile(data, source, limits)
     if kind is FileFormat.ZIP:
         return read_torch_zip(data, source, limits)
-    if kind is FileFormat.PICKLE and is_legacy_torch(data):
+    if is_legacy_torch(data, kind, limits):
         return "legacy-torch"
     return None
 
