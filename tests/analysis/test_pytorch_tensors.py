@@ -167,10 +167,14 @@ def test_a_directory_with_safetensors_keeps_its_checkpoint_by_digest(
 ) -> None:
     save_file({"w": np.ones(2, dtype=np.float32)}, str(tmp_path / "model.safetensors"))
     (tmp_path / "pytorch_model.bin").write_bytes(minilm_checkpoint.read_bytes())
+    (tmp_path / "old.pt").write_bytes(LEGACY_TORCH.read_bytes())  # refused only if compared
     with ExitStack() as stack:
         model = open_model(tmp_path, stack)
         assert list(model.tensors) == ["w"]
-        assert "pytorch_model.bin" in model.other_files
+        assert {"pytorch_model.bin", "old.pt"} <= model.other_files.keys()
+    (tmp_path / "model.safetensors").unlink()
+    with ExitStack() as stack, pytest.raises(InputError, match=r"old\.pt: a legacy"):
+        open_model(tmp_path, stack)
 
 
 # -- hostile and unsupported input ----------------------------------------------------------

@@ -6,9 +6,10 @@ a bounded chunk (see :class:`~weightgate.analysis.tensor_info.FileBytes`), so me
 the chunk size, not the model. Files are recognised by content
 (:func:`weightgate.formats.detect.detect_format`); other files (configs, tokenizers, zips that
 are no checkpoint) are kept by digest only. A directory that holds safetensors or GGUF
-tensors keeps its PyTorch checkpoints by digest too: Hugging Face repositories ship
-``pytorch_model.bin`` beside ``model.safetensors`` with the same tensors, and the
-safetensors copy is the one compared.
+tensors keeps its PyTorch checkpoints by digest too, readable or not: Hugging Face
+repositories ship ``pytorch_model.bin`` beside ``model.safetensors`` with the same tensors,
+and the safetensors copy is the one compared. A checkpoint that would be compared and
+cannot be read is an input error.
 
 The readers: :mod:`.safetensors_tensors` (own, over the scanner's strict header reader),
 :mod:`.gguf_tensors` (dequantised by the ``gguf`` package) and :mod:`.pytorch_tensors`
@@ -24,7 +25,6 @@ from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
 from weightgate.analysis.dtypes import Values
 from weightgate.analysis.gguf_tensors import GGUFTensorFile
@@ -74,15 +74,15 @@ def open_model(path: Path, stack: ExitStack, limits: Limits | None = None) -> Mo
         raise InputError(f"{path}: no such file or directory")
     model = ModelTensors(path)
     readers: dict[str, TensorFile] = {}
-    legacy: list[str] = []
+    unread: list[tuple[Path, str]] = []
     for file in files:
         relative = file.name if file == path else file.relative_to(path).as_posix()
         reader = _open_tensor_file(file, relative, stack, limits)
         if isinstance(reader, str):
             model.other_files[relative] = reader
-        elif isinstance(reader, _LegacyTorch):
+        elif isinstance(reader, _UnreadTorch):
             model.other_files[relative] = reader.digest
-            legacy.append(relative)
+            unread.append((file, reader.reason))
         else:
             readers[relative] = reader
     if any(not isinstance(reader, TorchZipFile) for reader in readers.values()):
@@ -90,12 +90,9 @@ def open_model(path: Path, stack: ExitStack, limits: Limits | None = None) -> Mo
             if isinstance(reader, TorchZipFile):
                 model.other_files[relative] = _sha256(reader.source.descriptor)
                 del readers[relative]
-    elif legacy:
-        raise InputError(
-            f"{path if path.is_file() else path / legacy[0]}: a legacy (torch < 1.6, not zip) "
-            "PyTorch checkpoint, which the analysis does not read; re-save it with a current "
-            "torch.save"
-        )
+    elif unread:
+        file, reason = unread[0]
+        raise InputError(f"{file}: {reason}")
     for relative, reader in readers.items():
         model.readers[relative] = reader
         for tensor in reader.tensors:
@@ -111,15 +108,21 @@ def open_model(path: Path, stack: ExitStack, limits: Limits | None = None) -> Mo
 
 
 @dataclass(frozen=True)
-class _LegacyTorch:
-    """A legacy (torch < 1.6, not zip) checkpoint: not read, refused where it would be."""
+class _UnreadTorch:
+    """A PyTorch checkpoint the reader refuses: an error only where it would be compared.
+
+    Attributes:
+        digest: The file's sha256 (it is kept by digest beside safetensors or GGUF files).
+        reason: Why it cannot be read.
+    """
 
     digest: str
+    reason: str
 
 
 def _open_tensor_file(
     file: Path, relative: str, stack: ExitStack, limits: Limits
-) -> TensorFile | _LegacyTorch | str:
+) -> TensorFile | _UnreadTorch | str:
     """A reader for a tensor file (kept open until ``stack`` closes), or another file's sha256.
 
     The file is mapped only while its format is detected and its header parsed.
@@ -144,7 +147,7 @@ def _open_tensor_file(
             raise InputError(f"{file}: not a readable tensor file: {problem}")
         if reader is None or isinstance(reader, str):
             digest = _sha256(descriptor)
-            return digest if reader is None else _LegacyTorch(digest)
+            return digest if reader is None else _UnreadTorch(digest, reader)
         keep = True
         stack.callback(os.close, descriptor)
         return reader
@@ -157,11 +160,11 @@ def _open_tensor_file(
 
 def _reader(
     data: mmap.mmap, name: str, source: FileBytes, limits: Limits
-) -> TensorFile | Literal["legacy-torch"] | None:
-    """The file's reader, ``legacy-torch``, or None for a file that holds no tensors.
+) -> TensorFile | str | None:
+    """The file's reader, why a PyTorch checkpoint is not read, or None (no tensors).
 
     Raises:
-        FormatError: The file is a tensor file its reader refuses.
+        FormatError: The file is a safetensors or GGUF file its reader refuses.
     """
     kind = detect_format(data, name)
     if kind is FileFormat.SAFETENSORS:
@@ -169,9 +172,15 @@ def _reader(
     if kind is FileFormat.GGUF:
         return GGUFTensorFile(data, source, limits)
     if kind is FileFormat.ZIP:
-        return read_torch_zip(data, source, limits)
+        try:
+            return read_torch_zip(data, source, limits)
+        except FormatError as exc:
+            return f"not a readable tensor file: {exc}"
     if is_legacy_torch(data, kind, limits):
-        return "legacy-torch"
+        return (
+            "a legacy (torch < 1.6, not zip) PyTorch checkpoint, which the analysis does "
+            "not read; re-save it with a current torch.save"
+        )
     return None
 
 
