@@ -17,6 +17,7 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
+import ml_dtypes
 import numpy as np
 import numpy.typing as npt
 import pytest
@@ -160,6 +161,22 @@ def test_tied_weights_views_and_nested_dicts(tmp_path: Path) -> None:
     np.testing.assert_array_equal(got["model.head.weight"], np.arange(12))
     np.testing.assert_array_equal(got["model.tail"], [8, 9, 10, 11])
     np.testing.assert_array_equal(got["model.scale"], [1.0, -2.0])
+
+
+def test_bf16_and_fp8_tensors(tmp_path: Path) -> None:
+    # bf16 has a typed storage (v2); fp8 is an UntypedStorage of bytes plus a dtype (v3).
+    bf16 = np.array([1.0, -2.5, 3e38], dtype=ml_dtypes.bfloat16)
+    fp8 = np.array([[448.0, -0.001953125], [1.5, 0.0]], dtype=ml_dtypes.float8_e4m3fn)
+    obj, storages = tc.array_state_dict({"norm": bf16, "proj": fp8})
+    path = tc.write_checkpoint(tmp_path / "ckpt.pt", obj, storages)
+    with ExitStack() as stack:
+        model = open_model(path, stack)
+        assert model.tensors["norm"].dtype == "BF16"
+        assert (model.tensors["proj"].dtype, model.tensors["proj"].shape) == ("F8_E4M3", (2, 2))
+        norm = np.concatenate(list(model.values("norm")))
+        proj = np.concatenate(list(model.values("proj")))
+    np.testing.assert_array_equal(norm, bf16.astype(np.float64))
+    np.testing.assert_array_equal(proj, fp8.astype(np.float64).reshape(-1))
 
 
 def test_a_directory_with_safetensors_keeps_its_checkpoint_by_digest(

@@ -55,12 +55,28 @@ class DoubleStorage:
     """Stands in for ``torch.DoubleStorage`` (float64)."""
 
 
+class BFloat16Storage:
+    """Stands in for ``torch.BFloat16Storage``."""
+
+
+class UntypedStorage:
+    """Stands in for ``torch.storage.UntypedStorage`` (bytes; the tensor names its dtype)."""
+
+
+class float8_e4m3fn:
+    """Stands in for the dtype ``torch.float8_e4m3fn`` (pickled by reference)."""
+
+
 class FloatTensor:
     """Stands in for ``torch.FloatTensor`` (legacy checkpoints name the tensor type)."""
 
 
 def _rebuild_tensor_v2(*args: Any) -> None:
     """Stands in for ``torch._utils._rebuild_tensor_v2`` (never called)."""
+
+
+def _rebuild_tensor_v3(*args: Any) -> None:
+    """Stands in for ``torch._utils._rebuild_tensor_v3``: dtypes without a typed storage."""
 
 
 class OrderedDict(dict):  # type: ignore[type-arg]
@@ -75,18 +91,24 @@ _stand_in(FloatStorage, "torch", "FloatStorage")
 _stand_in(LongStorage, "torch", "LongStorage")
 _stand_in(HalfStorage, "torch", "HalfStorage")
 _stand_in(DoubleStorage, "torch", "DoubleStorage")
+_stand_in(BFloat16Storage, "torch", "BFloat16Storage")
+_stand_in(UntypedStorage, "torch.storage", "UntypedStorage")
+_stand_in(float8_e4m3fn, "torch", "float8_e4m3fn")
+_stand_in(_rebuild_tensor_v3, "torch._utils", "_rebuild_tensor_v3")
 _stand_in(FloatTensor, "torch", "FloatTensor")
 _stand_in(_rebuild_tensor_v2, "torch._utils", "_rebuild_tensor_v2")
 _stand_in(OrderedDict, "collections", "OrderedDict")
 STAND_INS = (
-    FloatStorage, LongStorage, HalfStorage, DoubleStorage, FloatTensor, _rebuild_tensor_v2,
-    OrderedDict,
+    FloatStorage, LongStorage, HalfStorage, DoubleStorage, BFloat16Storage, UntypedStorage,
+    float8_e4m3fn, FloatTensor, _rebuild_tensor_v2, _rebuild_tensor_v3, OrderedDict,
 )  # fmt: skip
 STORAGE_CLASSES: dict[str, type] = {
     "float32": FloatStorage, "int64": LongStorage, "float16": HalfStorage,
-    "float64": DoubleStorage,
+    "float64": DoubleStorage, "bfloat16": BFloat16Storage,
 }  # fmt: skip
 """numpy dtype name -> the storage class torch pickles for it."""
+V3_DTYPES: dict[str, type] = {"float8_e4m3fn": float8_e4m3fn}
+"""numpy (ml_dtypes) dtype name -> the torch dtype ``_rebuild_tensor_v3`` names."""
 
 
 @dataclass(eq=False)
@@ -103,10 +125,15 @@ class Storage:
 
 @dataclass(eq=False)
 class ArrayStorage:
-    """A storage holding a numpy array's elements (float32, int64, float16, float64)."""
+    """A storage holding a numpy array's elements (a dtype of STORAGE_CLASSES or V3_DTYPES)."""
 
     key: str
     array: npt.NDArray[Any]
+
+    @property
+    def untyped(self) -> bool:
+        """Pickled as an UntypedStorage of bytes (its tensors go through v3)."""
+        return self.array.dtype.name in V3_DTYPES
 
     def raw(self) -> bytes:
         """The storage bytes as torch writes them (little-endian, C order)."""
@@ -131,6 +158,9 @@ class Tensor:
             self.storage, self.offset, self.shape, self.stride or tuple(stride), False,
             OrderedDict(),
         )  # fmt: skip
+        if isinstance(self.storage, ArrayStorage) and self.storage.untyped:
+            # torch >= 2.1 for dtypes without a typed storage (fp8, uint16...).
+            return (_rebuild_tensor_v3, (*args, V3_DTYPES[self.storage.array.dtype.name]))
         return (_rebuild_tensor_v2, args)
 
 
@@ -143,6 +173,8 @@ class CheckpointPickler(pickle._Pickler):
         """Storages become ``('storage', FloatStorage, key, 'cpu', numel)``."""
         if isinstance(obj, Storage):
             return ("storage", FloatStorage, obj.key, "cpu", len(obj.values))
+        if isinstance(obj, ArrayStorage) and obj.untyped:
+            return ("storage", UntypedStorage, obj.key, "cpu", obj.array.nbytes)
         if isinstance(obj, ArrayStorage):
             kind = STORAGE_CLASSES[obj.array.dtype.name]
             return ("storage", kind, obj.key, "cpu", obj.array.size)

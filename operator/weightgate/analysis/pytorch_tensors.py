@@ -51,8 +51,9 @@ STORAGE_TYPES = {
 }  # fmt: skip
 """``torch.<name>`` storage classes -> the element type they hold."""
 
-UNTYPED_STORAGE = "UntypedStorage"
-"""Storage of ``_rebuild_tensor_v3`` (dtypes without a typed storage): its numel is bytes."""
+UNTYPED_STORAGES = frozenset({"torch.storage.UntypedStorage", "torch.UntypedStorage"})
+"""Storage of ``_rebuild_tensor_v3`` (dtypes without a typed storage): its numel is bytes.
+torch pickles the class where it is defined, ``torch.storage``."""
 
 V3_DTYPES = {
     "float8_e4m3fn": "F8_E4M3", "float8_e5m2": "F8_E5M2", "float8_e4m3fnuz": "F8_E4M3FNUZ",
@@ -294,9 +295,10 @@ def _storage(checkpoint: _Checkpoint, persistent: Persistent, where: str) -> _St
     if known is not None:
         return known
     module, _, kind_name = _dotted(kind).rpartition(".")
-    if module != "torch" or (kind_name != UNTYPED_STORAGE and kind_name not in STORAGE_TYPES):
+    typed = module == "torch" and kind_name in STORAGE_TYPES
+    if not typed and _dotted(kind) not in UNTYPED_STORAGES:
         raise FormatError(f"{where}: storage type {_dotted(kind)} is not read by the analysis")
-    dtype = STORAGE_TYPES.get(kind_name)
+    dtype = STORAGE_TYPES[kind_name] if typed else None
     itemsize = ELEMENT_TYPES[dtype].itemsize if dtype else 1
     member = f"{checkpoint.prefix}/data/{key}"
     entry = checkpoint.members.get(member)
