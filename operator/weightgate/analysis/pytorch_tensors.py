@@ -260,21 +260,21 @@ def _tensor(checkpoint: _Checkpoint, call: Instance, name: str) -> tuple[int, Te
         raise FormatError(f"{where}: an untyped storage without a dtype")
     itemsize = ELEMENT_TYPES[dtype].itemsize
     if not _ints(shape) or any(dim < 0 for dim in shape):
-        raise FormatError(f"{where}: size {shape!r} is not a tuple of sizes")
+        raise FormatError(f"{where}: size {_short(shape)} is not a tuple of sizes")
     if not _ints(stride) or len(stride) != len(shape):
-        raise FormatError(f"{where}: stride {stride!r} does not match size {shape!r}")
+        raise FormatError(f"{where}: stride {_short(stride)} does not match size {_short(shape)}")
     if type(storage_offset) is not int or storage_offset < 0:
-        raise FormatError(f"{where}: storage offset {storage_offset!r} is not an offset")
+        raise FormatError(f"{where}: storage offset {_short(storage_offset)} is not an offset")
     count = _element_count(shape, storage.nbytes // itemsize + 1)
     start = storage_offset * itemsize
     if start + count * itemsize > storage.nbytes:
         raise FormatError(
-            f"{where}: size {shape} from element {storage_offset} runs past the end of its "
+            f"{where}: size {_short(shape)} from element {storage_offset} runs past the end of its "
             f"storage {storage.key!r} ({storage.nbytes} bytes)"
         )
     if count and not _contiguous(shape, stride):
         raise FormatError(
-            f"{where}: stride {tuple(stride)} is not contiguous for size {tuple(shape)}; "
+            f"{where}: stride {_short(stride)} is not contiguous for size {_short(shape)}; "
             "the analysis reads contiguous tensors only"
         )
     info = TensorInfo(
@@ -287,10 +287,10 @@ def _storage(checkpoint: _Checkpoint, persistent: Persistent, where: str) -> _St
     """The storage member a persistent id names, checked against its declared size."""
     pid = persistent.pid
     if type(pid) is not tuple or len(pid) != 5 or pid[0] != "storage":
-        raise FormatError(f"{where}: persistent id {pid!r} is not a storage")
+        raise FormatError(f"{where}: persistent id {_short(pid)} is not a storage")
     _, kind, key, _location, numel = pid
     if type(key) is not str or type(numel) is not int or numel < 0:
-        raise FormatError(f"{where}: persistent id {pid!r} is not a storage")
+        raise FormatError(f"{where}: persistent id {_short(pid)} is not a storage")
     known = checkpoint.storages.get(key)
     if known is not None:
         return known
@@ -317,6 +317,12 @@ def _storage(checkpoint: _Checkpoint, persistent: Persistent, where: str) -> _St
 
 def _dotted(value: object) -> str:
     return value.dotted if type(value) is GlobalRef and value.constant else "<computed>"
+
+
+def _short(value: object) -> str:
+    """A value for a message: hostile sizes and ids can be a million items long."""
+    text = repr(value)
+    return text if len(text) <= 120 else f"{text[:117]}..."
 
 
 def _ints(value: object) -> TypeGuard[tuple[int, ...]]:
