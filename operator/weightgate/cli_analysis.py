@@ -35,8 +35,9 @@ def add_diff_command(commands: Any) -> None:
     diff = commands.add_parser(
         "diff",
         help="compare a candidate model with its last admitted version, tensor by tensor",
-        description="Compare two versions of a model (directories or files; safetensors or "
-        "GGUF): tensors added, removed, renamed, reshaped or re-typed, and per tensor how "
+        description="Compare two versions of a model (directories or files; safetensors, "
+        "GGUF or PyTorch zip checkpoints, read without unpickling): tensors added, removed, "
+        "renamed, reshaped or re-typed, and per tensor how "
         "many elements changed and how. Either side may be a model URI: it is pinned to its "
         "revision, fetched and verified as `scan` does, and the report names the revision. "
         "Exit 2 when a detector fails.",

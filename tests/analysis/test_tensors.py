@@ -93,7 +93,7 @@ def test_a_tensor_in_two_files_is_an_input_error(tmp_path: Path) -> None:
 
 def test_a_directory_without_tensors_is_an_input_error(tmp_path: Path) -> None:
     shutil.copy(minilm_dir() / "config.json", tmp_path)
-    with ExitStack() as stack, pytest.raises(InputError, match="no safetensors or GGUF"):
+    with ExitStack() as stack, pytest.raises(InputError, match="no safetensors, GGUF or PyTorch"):
         open_model(tmp_path, stack)
     with ExitStack() as stack, pytest.raises(InputError, match="no such file"):
         open_model(tmp_path / "absent", stack)
@@ -108,3 +108,14 @@ def test_a_file_cut_inside_its_header_is_an_input_error(tmp_path: Path, kind: st
     cut.write_bytes(original.read_bytes()[:1000])
     with ExitStack() as stack, pytest.raises(InputError, match="not a readable tensor file"):
         open_model(cut, stack)
+
+
+def test_a_safetensors_header_length_off_by_one_is_an_input_error(tmp_path: Path) -> None:
+    # Found by the tensor-reader fuzz: the reader's error used to keep views of the map
+    # alive through its traceback, so closing the map raised BufferError instead.
+    save_file({"w": np.ones((2, 3), dtype=np.float32)}, str(tmp_path / "model.safetensors"))
+    data = bytearray((tmp_path / "model.safetensors").read_bytes())
+    data[0] += 1
+    (tmp_path / "model.safetensors").write_bytes(bytes(data))
+    with ExitStack() as stack, pytest.raises(InputError, match="not a readable tensor file"):
+        open_model(tmp_path, stack)

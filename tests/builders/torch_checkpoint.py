@@ -20,10 +20,14 @@ import pickle
 import struct
 import tarfile
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from types import FunctionType
 from typing import Any
+
+import numpy as np
+import numpy.typing as npt
 
 from tests.builders import zips
 
@@ -39,12 +43,40 @@ class FloatStorage:
     """Stands in for ``torch.FloatStorage`` (only ever pickled by reference)."""
 
 
+class LongStorage:
+    """Stands in for ``torch.LongStorage`` (int64)."""
+
+
+class HalfStorage:
+    """Stands in for ``torch.HalfStorage`` (float16)."""
+
+
+class DoubleStorage:
+    """Stands in for ``torch.DoubleStorage`` (float64)."""
+
+
+class BFloat16Storage:
+    """Stands in for ``torch.BFloat16Storage``."""
+
+
+class UntypedStorage:
+    """Stands in for ``torch.storage.UntypedStorage`` (bytes; the tensor names its dtype)."""
+
+
+class float8_e4m3fn:
+    """Stands in for the dtype ``torch.float8_e4m3fn`` (pickled by reference)."""
+
+
 class FloatTensor:
     """Stands in for ``torch.FloatTensor`` (legacy checkpoints name the tensor type)."""
 
 
 def _rebuild_tensor_v2(*args: Any) -> None:
     """Stands in for ``torch._utils._rebuild_tensor_v2`` (never called)."""
+
+
+def _rebuild_tensor_v3(*args: Any) -> None:
+    """Stands in for ``torch._utils._rebuild_tensor_v3``: dtypes without a typed storage."""
 
 
 class OrderedDict(dict):  # type: ignore[type-arg]
@@ -56,10 +88,27 @@ class OrderedDict(dict):  # type: ignore[type-arg]
 
 
 _stand_in(FloatStorage, "torch", "FloatStorage")
+_stand_in(LongStorage, "torch", "LongStorage")
+_stand_in(HalfStorage, "torch", "HalfStorage")
+_stand_in(DoubleStorage, "torch", "DoubleStorage")
+_stand_in(BFloat16Storage, "torch", "BFloat16Storage")
+_stand_in(UntypedStorage, "torch.storage", "UntypedStorage")
+_stand_in(float8_e4m3fn, "torch", "float8_e4m3fn")
+_stand_in(_rebuild_tensor_v3, "torch._utils", "_rebuild_tensor_v3")
 _stand_in(FloatTensor, "torch", "FloatTensor")
 _stand_in(_rebuild_tensor_v2, "torch._utils", "_rebuild_tensor_v2")
 _stand_in(OrderedDict, "collections", "OrderedDict")
-STAND_INS = (FloatStorage, FloatTensor, _rebuild_tensor_v2, OrderedDict)
+STAND_INS = (
+    FloatStorage, LongStorage, HalfStorage, DoubleStorage, BFloat16Storage, UntypedStorage,
+    float8_e4m3fn, FloatTensor, _rebuild_tensor_v2, _rebuild_tensor_v3, OrderedDict,
+)  # fmt: skip
+STORAGE_CLASSES: dict[str, type] = {
+    "float32": FloatStorage, "int64": LongStorage, "float16": HalfStorage,
+    "float64": DoubleStorage, "bfloat16": BFloat16Storage,
+}  # fmt: skip
+"""numpy dtype name -> the storage class torch pickles for it."""
+V3_DTYPES: dict[str, type] = {"float8_e4m3fn": float8_e4m3fn}
+"""numpy (ml_dtypes) dtype name -> the torch dtype ``_rebuild_tensor_v3`` names."""
 
 
 @dataclass(eq=False)
@@ -75,18 +124,43 @@ class Storage:
 
 
 @dataclass(eq=False)
-class Tensor:
-    """A contiguous tensor over a whole storage."""
+class ArrayStorage:
+    """A storage holding a numpy array's elements (a dtype of STORAGE_CLASSES or V3_DTYPES)."""
 
-    storage: Storage
+    key: str
+    array: npt.NDArray[Any]
+
+    @property
+    def untyped(self) -> bool:
+        """Pickled as an UntypedStorage of bytes (its tensors go through v3)."""
+        return self.array.dtype.name in V3_DTYPES
+
+    def raw(self) -> bytes:
+        """The storage bytes as torch writes them (little-endian, C order)."""
+        return self.array.astype(self.array.dtype.newbyteorder("<")).tobytes()
+
+
+@dataclass(eq=False)
+class Tensor:
+    """A tensor over a storage: contiguous from its start unless told otherwise."""
+
+    storage: Storage | ArrayStorage
     shape: tuple[int, ...]
+    offset: int = 0
+    stride: tuple[int, ...] | None = None
 
     def __reduce_ex__(self, protocol: object) -> tuple[Any, ...]:
         stride, step = [], 1
         for dim in reversed(self.shape):
             stride.insert(0, step)
             step *= dim
-        args = (self.storage, 0, self.shape, tuple(stride), False, OrderedDict())
+        args = (
+            self.storage, self.offset, self.shape, self.stride or tuple(stride), False,
+            OrderedDict(),
+        )  # fmt: skip
+        if isinstance(self.storage, ArrayStorage) and self.storage.untyped:
+            # torch >= 2.1 for dtypes without a typed storage (fp8, uint16...).
+            return (_rebuild_tensor_v3, (*args, V3_DTYPES[self.storage.array.dtype.name]))
         return (_rebuild_tensor_v2, args)
 
 
@@ -99,6 +173,11 @@ class CheckpointPickler(pickle._Pickler):
         """Storages become ``('storage', FloatStorage, key, 'cpu', numel)``."""
         if isinstance(obj, Storage):
             return ("storage", FloatStorage, obj.key, "cpu", len(obj.values))
+        if isinstance(obj, ArrayStorage) and obj.untyped:
+            return ("storage", UntypedStorage, obj.key, "cpu", obj.array.nbytes)
+        if isinstance(obj, ArrayStorage):
+            kind = STORAGE_CLASSES[obj.array.dtype.name]
+            return ("storage", kind, obj.key, "cpu", obj.array.size)
         return None
 
     def save_global(self, obj: Any, name: str | None = None) -> None:
@@ -137,7 +216,7 @@ DEFAULT_SHAPES = {"linear.weight": (2, 3), "linear.bias": (2,)}
 
 
 def records(
-    obj: Any, storages: list[Storage], prefix: str = "archive"
+    obj: Any, storages: Sequence[Storage | ArrayStorage], prefix: str = "archive"
 ) -> Iterator[tuple[str, bytes]]:
     """The zip records of a checkpoint, in torch.save's order."""
     yield f"{prefix}/data.pkl", dumps(obj)
@@ -160,6 +239,29 @@ def build_checkpoint(
         for name, data in records(obj, storages, prefix):
             archive.writestr(name, data)
     return out.getvalue()
+
+
+def array_state_dict(
+    arrays: dict[str, npt.NDArray[Any]],
+) -> tuple[OrderedDict, list[ArrayStorage]]:
+    """A state dict of the given arrays, one storage each, as ``model.state_dict()``."""
+    sd, storages = OrderedDict(), []
+    for index, (name, array) in enumerate(arrays.items()):
+        storage = ArrayStorage(str(index), np.ascontiguousarray(array))
+        storages.append(storage)
+        sd[name] = Tensor(storage, tuple(array.shape))
+    sd._metadata = OrderedDict({"": {"version": 1}})  # type: ignore[attr-defined]
+    return sd, storages
+
+
+def write_checkpoint(
+    path: Path, obj: Any, storages: Sequence[Storage | ArrayStorage], prefix: str = "archive"
+) -> Path:
+    """Write a checkpoint of ``obj`` to ``path`` with zipfile (stored), member by member."""
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as archive:
+        for name, data in records(obj, storages, prefix):
+            archive.writestr(name, data)
+    return path
 
 
 def build_checkpoint_torch_layout(shapes: dict[str, tuple[int, ...]] | None = None) -> bytes:

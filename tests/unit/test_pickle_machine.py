@@ -13,8 +13,13 @@ import numpy as np
 import pytest
 
 from tests.builders import pickles as P
-from weightgate.formats.pickle import WalkLimits, embedded_pickle, walk_stream
-from weightgate.formats.pickle.trace import PickleTrace
+from weightgate.formats.pickle import (
+    WalkLimits,
+    embedded_pickle,
+    read_single_pickle,
+    walk_stream,
+)
+from weightgate.formats.pickle.trace import Instance, PickleTrace
 
 
 def walk(data: bytes, **limits: int) -> PickleTrace:
@@ -163,6 +168,20 @@ def test_build_on_an_imported_global_is_a_mutation() -> None:
     assert [(m.kind, m.target.dotted if m.target else None, m.offset) for m in trace.mutations] == [
         ("BUILD", "torch._utils", 22)
     ]
+
+
+def test_setitems_on_a_call_result_keep_its_items_and_are_no_mutation() -> None:
+    # OrderedDict() then SETITEMS, as an OrderedDict reduces (what torch state dicts are).
+    data = (
+        b"\x80\x02ccollections\nOrderedDict\nq\x00)R"
+        b"(X\x01\x00\x00\x00aK\x01X\x01\x00\x00\x00bK\x02u"  # SETITEMS a=1, b=2
+        b"X\x01\x00\x00\x00aK\x03s."  # SETITEM a=3
+    )
+    walked = read_single_pickle(data, WalkLimits())
+    assert type(walked.value) is Instance
+    assert list(walked.value.items or []) == [("a", 1), ("b", 2), ("a", 3)]
+    assert walked.trace.mutations == []
+    assert [call.kind for call in walked.trace.calls] == ["REDUCE"]
 
 
 def test_stacked_pickles_are_all_walked() -> None:

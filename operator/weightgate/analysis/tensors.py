@@ -1,14 +1,19 @@
 """A model's tensors, opened for streaming: stored bytes and decoded values, chunk by chunk.
 
-``open_model(path)`` opens every safetensors and GGUF file of a directory (or one file) and
-lists their tensors by name; nothing is read until asked, and every read is a bounded chunk
-(see :class:`~weightgate.analysis.tensor_info.FileBytes`), so memory follows the chunk size,
-not the model. Files are recognised
-by content (:func:`weightgate.formats.detect.detect_format`); other files (configs,
-tokenizers) are kept by digest only.
+``open_model(path)`` opens every safetensors, GGUF and PyTorch zip checkpoint of a directory
+(or one file) and lists their tensors by name; nothing is read until asked, and every read is
+a bounded chunk (see :class:`~weightgate.analysis.tensor_info.FileBytes`), so memory follows
+the chunk size, not the model. Files are recognised by content
+(:func:`weightgate.formats.detect.detect_format`); other files (configs, tokenizers, zips that
+are no checkpoint) are kept by digest only. A directory that holds safetensors or GGUF
+tensors keeps its PyTorch checkpoints by digest too, readable or not: Hugging Face
+repositories ship ``pytorch_model.bin`` beside ``model.safetensors`` with the same tensors,
+and the safetensors copy is the one compared. A checkpoint that would be compared and
+cannot be read is an input error.
 
-The readers: :mod:`.safetensors_tensors` (own, over the scanner's strict header reader) and
-:mod:`.gguf_tensors` (dequantised by the ``gguf`` package).
+The readers: :mod:`.safetensors_tensors` (own, over the scanner's strict header reader),
+:mod:`.gguf_tensors` (dequantised by the ``gguf`` package) and :mod:`.pytorch_tensors`
+(own, over the scanner's zip reader and pickle machine; nothing is unpickled).
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from pathlib import Path
 
 from weightgate.analysis.dtypes import Values
 from weightgate.analysis.gguf_tensors import GGUFTensorFile
+from weightgate.analysis.pytorch_tensors import TorchZipFile, is_legacy_torch, read_torch_zip
 from weightgate.analysis.safetensors_tensors import SafetensorsFile
 from weightgate.analysis.tensor_info import CHUNK_ELEMENTS, FileBytes, TensorFile, TensorInfo
 from weightgate.errors import FormatError, InputError
@@ -72,13 +78,28 @@ def open_model(
     else:
         raise InputError(f"{name or path}: no such file or directory")
     model = ModelTensors(path)
+    readers: dict[str, TensorFile] = {}
+    unread: list[tuple[str, str]] = []
     for file in files:
         relative = file.name if file == path else file.relative_to(path).as_posix()
         where = f"{name}: {relative}" if name else str(file)
         reader = _open_tensor_file(file, relative, where, stack, limits)
         if isinstance(reader, str):
             model.other_files[relative] = reader
-            continue
+        elif isinstance(reader, _UnreadTorch):
+            model.other_files[relative] = reader.digest
+            unread.append((where, reader.reason))
+        else:
+            readers[relative] = reader
+    if any(not isinstance(reader, TorchZipFile) for reader in readers.values()):
+        for relative, reader in list(readers.items()):
+            if isinstance(reader, TorchZipFile):
+                model.other_files[relative] = _sha256(reader.source.descriptor)
+                del readers[relative]
+    elif unread:
+        where, reason = unread[0]
+        raise InputError(f"{where}: {reason}")
+    for relative, reader in readers.items():
         model.readers[relative] = reader
         for tensor in reader.tensors:
             if tensor.name in model.tensors:
@@ -88,13 +109,28 @@ def open_model(
                 )
             model.tensors[tensor.name] = tensor
     if not model.tensors:
-        raise InputError(f"{name or path}: no safetensors or GGUF tensors found")
+        raise InputError(
+            f"{name or path}: no safetensors, GGUF or PyTorch checkpoint tensors found"
+        )
     return model
+
+
+@dataclass(frozen=True)
+class _UnreadTorch:
+    """A PyTorch checkpoint the reader refuses: an error only where it would be compared.
+
+    Attributes:
+        digest: The file's sha256 (it is kept by digest beside safetensors or GGUF files).
+        reason: Why it cannot be read.
+    """
+
+    digest: str
+    reason: str
 
 
 def _open_tensor_file(
     file: Path, relative: str, where: str, stack: ExitStack, limits: Limits
-) -> TensorFile | str:
+) -> TensorFile | _UnreadTorch | str:
     """A reader for a tensor file (kept open until ``stack`` closes), or another file's sha256.
 
     The file is mapped only while its format is detected and its header parsed; errors name
@@ -108,19 +144,19 @@ def _open_tensor_file(
     try:
         if os.fstat(descriptor).st_size == 0:
             return hashlib.sha256(b"").hexdigest()
-        reader: TensorFile | None = None
-        problem: str | None = None
+        problem = None
         with mmap.mmap(descriptor, 0, access=mmap.ACCESS_READ) as data:
             try:
-                reader = _tensor_file(data, file.name, FileBytes(descriptor, relative), limits)
+                reader = _reader(data, file.name, FileBytes(descriptor, relative), limits)
             except FormatError as exc:
-                # Only its message leaves the block: its traceback's frames hold views of the
-                # map, which could then not be closed (BufferError instead of this error).
+                # Only the message leaves: the error's traceback holds the reader's frames,
+                # whose views of the map would keep it from closing (BufferError).
                 problem = str(exc)
         if problem is not None:
             raise InputError(f"{where}: not a readable tensor file: {problem}")
-        if reader is None:
-            return _sha256(descriptor)
+        if reader is None or isinstance(reader, str):
+            digest = _sha256(descriptor)
+            return digest if reader is None else _UnreadTorch(digest, reader)
         keep = True
         stack.callback(os.close, descriptor)
         return reader
@@ -131,15 +167,29 @@ def _open_tensor_file(
             os.close(descriptor)
 
 
-def _tensor_file(
+def _reader(
     data: mmap.mmap, name: str, source: FileBytes, limits: Limits
-) -> TensorFile | None:
-    """The reader for a safetensors or GGUF file (by content), or None for another file."""
+) -> TensorFile | str | None:
+    """The file's reader, why a PyTorch checkpoint is not read, or None (no tensors).
+
+    Raises:
+        FormatError: The file is a safetensors or GGUF file its reader refuses.
+    """
     kind = detect_format(data, name)
     if kind is FileFormat.SAFETENSORS:
         return SafetensorsFile(data, source, limits)
     if kind is FileFormat.GGUF:
         return GGUFTensorFile(data, source, limits)
+    if kind is FileFormat.ZIP:
+        try:
+            return read_torch_zip(data, source, limits)
+        except FormatError as exc:
+            return f"not a readable tensor file: {exc}"
+    if is_legacy_torch(data, kind, limits):
+        return (
+            "a legacy (torch < 1.6, not zip) PyTorch checkpoint, which the analysis does "
+            "not read; re-save it with a current torch.save"
+        )
     return None
 
 

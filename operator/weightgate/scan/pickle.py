@@ -19,12 +19,11 @@ from dataclasses import dataclass, field
 
 from weightgate.formats import pickle as pickle_format
 from weightgate.formats.detect import HEAD_BYTES, FileFormat
-from weightgate.formats.pickle import WalkLimits
+from weightgate.formats.pickle import walk_limits
 from weightgate.formats.pickle.trace import ArrayFile, GlobalRef, PickleTrace
 from weightgate.scan import pickle_globals
 from weightgate.scan.context import ScanContext
 from weightgate.scan.findings import Rule, Severity, rule
-from weightgate.scan.settings import Limits
 
 DANGEROUS_GLOBAL = rule(
     "pickle.dangerous-global",
@@ -123,16 +122,6 @@ TRAILING_DATA = rule(
     "pickle.load ignores bytes after STOP; they are not executed, but nothing should be "
     "there. Check how the file was written.",
 )
-
-
-def walk_limits(limits: Limits) -> WalkLimits:
-    """The walk bounds that correspond to the scan settings."""
-    return WalkLimits(
-        max_opcodes=limits.max_pickle_opcodes,
-        max_memo_entries=limits.max_pickle_memo_entries,
-        max_stack_items=limits.max_pickle_stack_items,
-        max_line_bytes=limits.max_string_bytes,
-    )
 
 
 def scan_pickle(ctx: ScanContext, data: memoryview) -> None:

@@ -12,7 +12,7 @@ Modules:
 - ``joblib``: where joblib puts array bytes inside a pickle stream.
 """
 
-from weightgate.formats.pickle.kit import WalkLimits
+from weightgate.formats.pickle.kit import WalkLimits, walk_limits
 from weightgate.formats.pickle.stream import (
     TORCH_LEGACY_MAGIC,
     SinglePickle,
@@ -27,5 +27,6 @@ __all__ = [
     "WalkLimits",
     "embedded_pickle",
     "read_single_pickle",
+    "walk_limits",
     "walk_stream",
 ]

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import NamedTuple
 
+from weightgate.formats.limits import Limits
 from weightgate.formats.pickle.trace import (
     Blob,
     CallSite,
@@ -69,6 +70,16 @@ class WalkLimits:
     """One protocol 0 line (GLOBAL names, UNICODE text, decimal integers)."""
     max_strings: int = 100_000
     """Candidate embedded-pickle strings recorded."""
+
+
+def walk_limits(limits: Limits) -> WalkLimits:
+    """The walk bounds that correspond to a reader's :class:`Limits`."""
+    return WalkLimits(
+        max_opcodes=limits.max_pickle_opcodes,
+        max_memo_entries=limits.max_pickle_memo_entries,
+        max_stack_items=limits.max_pickle_stack_items,
+        max_line_bytes=limits.max_string_bytes,
+    )
 
 
 class WalkStop(Exception):

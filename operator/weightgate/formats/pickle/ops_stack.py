@@ -19,7 +19,7 @@ from weightgate.formats.pickle.kit import (
     Kit,
     Stopped,
 )
-from weightgate.formats.pickle.trace import DictValue, SetValue, WalkError
+from weightgate.formats.pickle.trace import DictValue, Instance, SetValue, WalkError
 
 if TYPE_CHECKING:
     from weightgate.formats.pickle.machine import PickleMachine
@@ -32,6 +32,13 @@ def stack_handlers(kit: Kit, machine: PickleMachine) -> dict[str, Handler]:
     push, pop = stack.append, stack.pop
     need, fail, underflow, fence = kit.need, kit.fail, kit.underflow, kit.fence
     pop_mark, readline, mutate, memo_get = kit.pop_mark, kit.readline, kit.mutate, kit.memo_get
+
+    def instance_items(target: Instance) -> DictValue:
+        # Kept like a dict's pairs (an OrderedDict is a call result filled by SETITEMS);
+        # a call result is no global, so nothing is recorded as a mutation either way.
+        if target.items is None:
+            target.items = DictValue()
+        return target.items
 
     def h_empty_list(p: int) -> int:
         push([])
@@ -111,6 +118,8 @@ def stack_handlers(kit: Kit, machine: PickleMachine) -> dict[str, Handler]:
         target = stack[-1]
         if type(target) is DictValue:
             target.append((key, value))
+        elif type(target) is Instance:
+            instance_items(target).append((key, value))
         else:
             mutate(target, p - 1, "SETITEM")
         return p
@@ -124,6 +133,8 @@ def stack_handlers(kit: Kit, machine: PickleMachine) -> dict[str, Handler]:
         target = stack[-1]
         if type(target) is DictValue:
             target.extend(zip(items[::2], items[1::2], strict=True))
+        elif type(target) is Instance:
+            instance_items(target).extend(zip(items[::2], items[1::2], strict=True))
         elif items:
             mutate(target, p - 1, "SETITEMS")
         return p

@@ -65,9 +65,11 @@ class Instance:
         offset: Offset of the opcode that made the call.
         kind: The opcode name.
         state: The last BUILD state applied to it, if any.
+        items: The (key, value) pairs SETITEM(S) stored into it, in order (an
+            ``OrderedDict()`` is filled this way; the tensor readers need its entries).
     """
 
-    __slots__ = ("args", "func", "kind", "offset", "state")
+    __slots__ = ("args", "func", "items", "kind", "offset", "state")
 
     def __init__(self, func: object, args: object, offset: int, kind: str) -> None:
         self.func = func
@@ -75,6 +77,7 @@ class Instance:
         self.offset = offset
         self.kind = kind
         self.state: object = None
+        self.items: DictValue | None = None
 
 
 class Blob:
