@@ -75,6 +75,13 @@ def small_model_cases(base: Weights) -> list[Case]:
                      partial(small.train, base, small.shifted_task(task, seed), steps=300,
                              lr=lr, seed=seed))
             )  # fmt: skip
+    top = (*(f"blocks.{b}." for b in range(small.BLOCKS - 4, small.BLOCKS)), "head.")
+    for seed in SEEDS:
+        cases.append(
+            Case(model, "partial fine-tune (top 4 blocks + head)", "lr 0.0003", False, (),
+                 partial(small.train, base, small.shifted_task(task, seed), steps=300,
+                         lr=3e-4, seed=seed, only=top))
+        )  # fmt: skip
     return cases
 
 

@@ -100,9 +100,19 @@ def accuracy(weights: Weights, task: Task, seed: int = 99, count: int = 4096) ->
 
 
 def train(
-    weights: Weights, task: Task, *, steps: int, lr: float, seed: int, batch: int = 128
+    weights: Weights,
+    task: Task,
+    *,
+    steps: int,
+    lr: float,
+    seed: int,
+    batch: int = 128,
+    only: tuple[str, ...] = (),
 ) -> Weights:
-    """Minibatch Adam on softmax cross-entropy; returns new weights (``weights`` is kept)."""
+    """Minibatch Adam on softmax cross-entropy; returns new weights (``weights`` is kept).
+
+    ``only``: train just the tensors whose names start with one of these (the rest frozen).
+    """
     rng = np.random.default_rng(seed)
     current = {name: value.copy() for name, value in weights.items()}
     first = {name: np.zeros_like(value) for name, value in current.items()}
@@ -111,6 +121,8 @@ def train(
         points, labels = task.sample(rng, batch)
         grads = _gradients(current, points, labels)
         for name, gradient in grads.items():
+            if only and not name.startswith(only):
+                continue
             first[name] = 0.9 * first[name] + 0.1 * gradient
             second[name] = 0.999 * second[name] + 0.001 * gradient**2
             update = (first[name] / (1 - 0.9**step)) / (

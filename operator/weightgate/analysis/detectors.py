@@ -15,13 +15,14 @@ Detectors and their verdicts (``fail`` fails the gate, exit 2):
   fails as a localised edit (ROME edits one matrix, MEMIT 3-6; a fine-tune changes nearly
   every tensor).
 * ``spectral``: a changed matrix whose top singular value s1(ΔW) is at least
-  ``SPIKE_RATIO`` times the median s1 of the other members of its family (the same role in
-  the other layers; an unchanged member counts 0) fails: an edit puts one strong direction
-  into one layer (ROME) or a few (MEMIT), and a fine-tune laid over it to hide it moves every
-  layer alike, so the edited one still stands out of its family. Judged against the family,
-  not in absolute terms, because real fine-tune deltas are themselves low-rank (the
-  evaluation's fine-tunes put 50-95% of a matrix's change in its top 2-9 directions), so
-  "low-rank and confined" alone denied benign fine-tunes.
+  ``SPIKE_RATIO`` times the median s1 of the other changed members of its family (the same
+  role in the other layers, at least ``MIN_FAMILY`` changed) fails: an edit puts one strong
+  direction into one layer (ROME) or a few (MEMIT), and a fine-tune laid over it to hide it
+  moves every layer alike, so the edited one still stands out of its family. (An edit with
+  its family untouched is the census's.) Judged against the family, not in absolute terms,
+  because real fine-tune deltas are themselves low-rank (the evaluation's fine-tunes put
+  50-95% of a matrix's change in its top 2-9 directions), so "low-rank and confined" alone
+  denied benign fine-tunes.
 * ``localisation`` (warning only until the evaluation suite calibrates it): matrices whose
   change is concentrated in a few neurons (the top 1% of rows or columns hold at least
   ``MIN_NEURON_SHARE`` of ‖ΔW‖²: handcrafted backdoors rewrite a handful of neurons), and
@@ -191,24 +192,29 @@ def low_rank(profile: SpectralProfile) -> bool:
 def family_spikes(
     changes: list[TensorChange], spectra: dict[str, SpectralProfile]
 ) -> dict[str, float]:
-    """s1(ΔW) of each profiled matrix over the median s1 of the rest of its family.
+    """s1(ΔW) of each matrix over the median s1 of its family's other changed members.
 
-    Families of ``MIN_FAMILY`` or more members; a member that did not change (or was not
-    profiled) counts 0, so an edit of one layer alone has an infinite ratio.
+    Families with at least ``MIN_FAMILY`` changed, profiled members. Only changed members
+    count: an edit alone (siblings untouched) is the census's to find, and a fine-tune of the
+    top layers only (the lower ones frozen) is not an outlier among the layers it trained.
     """
-    members: dict[str, list[str]] = {}
+    members: dict[str, list[float]] = {}
     for change in changes:
-        members.setdefault(family(change.name), []).append(change.name)
+        profile = spectra.get(change.name)
+        if profile is not None and profile.sigma and profile.sigma[0] > 0:
+            members.setdefault(family(change.name), []).append(profile.sigma[0])
     spikes = {}
-    for names in members.values():
-        if len(names) < MIN_FAMILY:
+    for change in changes:
+        tops = members.get(family(change.name), [])
+        profile = spectra.get(change.name)
+        if len(tops) < MIN_FAMILY or profile is None or not profile.sigma:
             continue
-        tops = [spectra[name].sigma[0] if name in spectra and spectra[name].sigma else 0.0
-                for name in names]  # fmt: skip
-        for index, name in enumerate(names):
-            if tops[index] > 0:
-                rest = float(np.median(tops[:index] + tops[index + 1 :]))
-                spikes[name] = tops[index] / rest if rest > 0 else math.inf
+        if profile.sigma[0] <= 0:
+            continue
+        own = profile.sigma[0]
+        rest = list(tops)
+        rest.remove(own)
+        spikes[change.name] = own / float(np.median(rest))
     return spikes
 
 
@@ -239,7 +245,7 @@ def spectral_verdict(changes: list[TensorChange], spectra: dict[str, SpectralPro
 
 
 def _spike_text(name: str, ratio: float, profile: SpectralProfile) -> str:
-    scale = "alone in its family" if math.isinf(ratio) else f"{ratio:.1f}x its family's median"
+    scale = f"{ratio:.1f}x its family's median"
     shape = (
         f", rank {profile.rank} ({profile.rank_energy:.0%} of the change)" if profile.rank else ""
     )
