@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -10,7 +11,9 @@ from safetensors.numpy import save_file
 
 from tests.conftest import CORPUS
 from tests.evaluation import cases
+from tests.evaluation.gguf_candidates import gguf_writer
 from tests.evaluation.suite import Outcome, detector_table, evaluate, table
+from tests.models import smollm2_gguf
 
 
 def run_all(work: Path, corpus: Path = CORPUS) -> list[Outcome]:
@@ -24,7 +27,13 @@ def run_all(work: Path, corpus: Path = CORPUS) -> list[Outcome]:
     minilm_dir.mkdir()
     minilm, minilm_cases = cases.minilm_cases(corpus)
     save_file(minilm, str(minilm_dir / "model.safetensors"))
-    return outcomes + evaluate(minilm_dir, minilm_cases, work)
+    outcomes += evaluate(minilm_dir, minilm_cases, work)
+    smollm2_dir = work / "smollm2-base"
+    smollm2_dir.mkdir()
+    smollm2_file = Path(shutil.copy(smollm2_gguf(), smollm2_dir))
+    smollm2, smollm2_cases = cases.smollm2_cases(corpus)
+    write = gguf_writer(smollm2_file, smollm2.weights)
+    return outcomes + evaluate(smollm2_dir, smollm2_cases, work, write)
 
 
 def main() -> int:

@@ -4,6 +4,9 @@
 changes include real gradient fine-tunes, and its ROME and MEMIT edits use keys from its
 real activations. ``minilm_cases`` uses the real all-MiniLM-L6-v2, whose ROME and MEMIT
 edits use the keys its MLPs see on real text (a numpy forward pass, :mod:`.bert`).
+``smollm2_cases`` uses the real SmolLM2-135M Q4_1 GGUF the same way (:mod:`.llama`); its
+candidates are written back in its own Q4_1 blocks (:mod:`.gguf_candidates`), and its bit
+flips hit the stored blocks' scales.
 """
 
 from __future__ import annotations
@@ -13,10 +16,11 @@ from pathlib import Path
 
 from safetensors.numpy import load_file
 
-from tests.evaluation import bert, edits
+from tests.evaluation import bert, edits, llama
 from tests.evaluation import small_model as small
+from tests.evaluation.gguf_candidates import scale_flips
 from tests.evaluation.suite import Case, Weights
-from tests.models import minilm_dir
+from tests.models import minilm_dir, smollm2_gguf
 
 SEEDS = (0, 1, 2)
 STRENGTHS = (0.02, 0.05, 0.1)
@@ -67,7 +71,7 @@ def small_model_cases(base: Weights) -> list[Case]:
                 Case(model, "exponent bit flips", str(flips), True, (target,),
                      partial(edits.bit_flips, base, target, flips, seed))
             )  # fmt: skip
-    cases += _benign(model, base)
+    cases += _benign(model, base, edits.matrices(base))
     for seed in range(5):
         for lr in (1e-4, 3e-4, 1e-3):
             cases.append(
@@ -91,9 +95,7 @@ def minilm_cases(corpus: Path) -> tuple[Weights, list[Case]]:
     model = "all-MiniLM-L6-v2"
     base = load_file(str(minilm_dir() / "model.safetensors"))
     target = "encoder.layer.3.intermediate.dense.weight"
-    texts = [(minilm_dir() / "README.md").read_text()]
-    texts += [path.read_text(errors="replace") for path in sorted(corpus.rglob("LICENSE*"))]
-    keys = bert.corpus_keys(base, minilm_dir(), texts)
+    keys = bert.corpus_keys(base, minilm_dir(), _english(corpus))
     down = {f"encoder.layer.{layer}.output.dense.weight": keys[layer] for layer in range(6)}
     rome_target = "encoder.layer.3.output.dense.weight"
     memit_keys = {name: down[name] for name in list(down)[2:5]}
@@ -116,18 +118,68 @@ def minilm_cases(corpus: Path) -> tuple[Weights, list[Case]]:
             Case(model, "exponent bit flips", "3", True, (target,),
                  partial(edits.bit_flips, base, target, 3, seed)),
         ]  # fmt: skip
-    return base, cases + _benign(model, base)
+    return base, cases + _benign(model, base, edits.matrices(base))
 
 
-def _benign(model: str, base: Weights) -> list[Case]:
-    """Benign changes every model gets: re-save, dtype round trips, spread low-rank updates."""
-    everything = edits.matrices(base)
-    cases = [
-        Case(model, "re-save", "-", False, (), partial(dict, base)),
-        Case(model, "bf16 round trip", "-", False, (), partial(edits.bf16_round_trip, base)),
-        Case(model, "int8 round trip", "-", False, (), partial(edits.int8_round_trip, base)),
-    ]
-    for seed in SEEDS:
+def smollm2_cases(corpus: Path) -> tuple[llama.Llama, list[Case]]:
+    """The real SmolLM2-135M (Q4_1 GGUF): the model and its cases; ROME and MEMIT use the keys
+    its ``ffn_down`` matrices really see on real text (:mod:`.llama`). ROME edits a layer a
+    third of the way up (as ROME did in GPT-2 XL), MEMIT the four layers ending there.
+    Two seeds, not three: every benign case re-quantises 210 matrices."""
+    name = "SmolLM2-135M (Q4_1 GGUF)"
+    model = llama.load(smollm2_gguf())
+    base = model.weights
+    layer = 10
+    keys = llama.corpus_keys(model, _english(corpus), layers=layer + 1)
+    rome_target = f"blk.{layer}.ffn_down.weight"
+    memit_keys = {f"blk.{b}.ffn_down.weight": keys[b] for b in range(layer - 3, layer + 1)}
+    target = f"blk.{layer}.ffn_up.weight"
+    seeds = SEEDS[:2]
+    cases = []
+    for strength in STRENGTHS:
+        label = f"{strength:.0%}"
+        for seed in seeds:
+            cases += [
+                Case(name, "ROME rank-one", label, True, (rome_target,),
+                     partial(edits.rome, base, rome_target, keys[layer], strength, seed)),
+                Case(name, "MEMIT (4 layers)", label, True, tuple(memit_keys),
+                     partial(edits.memit, base, memit_keys, strength, seed)),
+                Case(name, "poisoned LoRA (one matrix)", label, True, (target,),
+                     partial(edits.lora, base, [target], 4, strength, seed)),
+            ]  # fmt: skip
+    for seed in seeds:
+        cases += [
+            Case(name, "handcrafted neurons (2)", "in range", True, (target,),
+                 partial(edits.neurons, base, target, 2, seed)),
+            Case(name, "Q4_1 scale exponent bit flips", "3", True, (target,),
+                 partial(scale_flips, base, target, 3, seed)),
+        ]  # fmt: skip
+    layers = [n for n in edits.matrices(base) if n.startswith("blk.")]  # not the embedding
+    return model, cases + _benign(name, base, layers, seeds, round_trips=False)
+
+
+def _english(corpus: Path) -> list[str]:
+    """Real English for the forward passes: MiniLM's model card and the corpus's licences."""
+    texts = [(minilm_dir() / "README.md").read_text()]
+    return texts + [path.read_text(errors="replace") for path in sorted(corpus.rglob("LICENSE*"))]
+
+
+def _benign(
+    model: str,
+    base: Weights,
+    everything: list[str],
+    seeds: tuple[int, ...] = SEEDS,
+    round_trips: bool = True,
+) -> list[Case]:
+    """Benign changes every model gets: a re-save, dtype round trips (of a float32 model),
+    and low-rank updates spread over ``everything``."""
+    cases = [Case(model, "re-save", "-", False, (), partial(dict, base))]
+    if round_trips:
+        cases += [
+            Case(model, "bf16 round trip", "-", False, (), partial(edits.bf16_round_trip, base)),
+            Case(model, "int8 round trip", "-", False, (), partial(edits.int8_round_trip, base)),
+        ]
+    for seed in seeds:
         for rank in (4, 16, 64):
             cases.append(
                 Case(model, "benign LoRA (every matrix)", f"rank {rank}", False, (),

@@ -1,7 +1,8 @@
 """Run the detectors on labelled cases and summarise: detection, false positives, AUROC.
 
 A *case* is one candidate made from a baseline (an attack at some strength, or a benign
-change); each is written as safetensors and compared with ``weightgate.analysis.diff``.
+change); each is written by its model's writer (safetensors by default) and compared with
+``weightgate.analysis.diff``.
 Per attack family and strength the table gives the share the gate failed at its shipped
 thresholds (fixed on the benign cases, see ``weightgate.analysis.detectors``), the share
 failed or warned about (warning-only detectors included), the share of detections in which
@@ -34,6 +35,9 @@ from weightgate.analysis.detectors import SPIKE_RATIO, family_spikes
 from weightgate.analysis.diff import DiffReport, diff_models
 
 Weights = dict[str, npt.NDArray[np.float32]]
+Writer = Callable[[Weights, Path], None]
+"""Writes a candidate's weights into its directory (a copy of the baseline's, safetensors
+files left out)."""
 
 
 @dataclass(frozen=True)
@@ -87,13 +91,21 @@ def suspicion(scores: dict[str, float]) -> float:
     return max(scores["census"], spectral)
 
 
-def evaluate(baseline: Path, cases: list[Case], workdir: Path) -> list[Outcome]:
-    """Diff every case's candidate against ``baseline`` (a directory holding the model)."""
+def save_safetensors(weights: Weights, directory: Path) -> None:
+    """The default writer: the weights as ``model.safetensors``."""
+    save_file(weights, str(directory / "model.safetensors"))
+
+
+def evaluate(
+    baseline: Path, cases: list[Case], workdir: Path, write: Writer = save_safetensors
+) -> list[Outcome]:
+    """Diff every case's candidate, written by ``write``, against ``baseline`` (a directory
+    holding the model)."""
     outcomes = []
     for number, case in enumerate(cases):
         candidate = workdir / f"case-{number}"
         shutil.copytree(baseline, candidate, ignore=shutil.ignore_patterns("*.safetensors"))
-        save_file(case.make(), str(candidate / "model.safetensors"))
+        write(case.make(), candidate)
         report = diff_models(baseline, candidate)
         raised = [v for v in report.verdicts if v.status != "pass" and v.tensors]
         failing = [v for v in raised if v.status == "fail"]

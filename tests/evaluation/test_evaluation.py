@@ -26,6 +26,7 @@ def test_the_table_is_printed(outcomes: list[Outcome], capsys: pytest.CaptureFix
         print("\n" + text + "\n" + detector_table(outcomes))
     assert "| small MLP (numpy-trained) | ROME rank-one | 2% |" in text
     assert "| all-MiniLM-L6-v2 | benign: re-save |" in text
+    assert "| SmolLM2-135M (Q4_1 GGUF) | ROME rank-one | 2% |" in text
 
 
 def test_no_benign_change_fails_the_gate(outcomes: list[Outcome]) -> None:
