@@ -214,3 +214,33 @@ def test_a_tensor_changed_far_more_than_its_family_is_named(tmp_path: Path) -> N
     assert verdict.status == "warn"
     assert name in verdict.tensors
     assert "changed far more than their family" in verdict.message
+
+
+def _top_layers_fine_tune(tensors: Arrays) -> None:
+    """Noise in every tensor of layers 2-5 only (the lower layers frozen)."""
+    rng = np.random.default_rng(5)
+    for name, weight in tensors.items():
+        if any(f"layer.{layer}." in name for layer in range(2, 6)):
+            noise = rng.standard_normal(weight.shape).astype(np.float32)
+            tensors[name] = weight + np.float32(1e-4) * noise
+
+
+def test_a_fine_tune_of_the_top_layers_only_passes(tmp_path: Path) -> None:
+    report = diff_models(minilm_dir(), minilm_variant(tmp_path, "top", _top_layers_fine_tune))
+    verdicts = {verdict.detector: verdict for verdict in report.verdicts}
+    assert verdicts["census"].status == "pass"  # 64 of 104 tensors changed
+    assert verdicts["spectral"].status == "pass", verdicts["spectral"].message
+    assert not report.failed
+
+
+def test_an_edit_under_a_top_layers_fine_tune_stands_out_of_its_family(tmp_path: Path) -> None:
+    def edit_then_tune(tensors: Arrays) -> None:
+        rank_one_edit(tensors)
+        _top_layers_fine_tune(tensors)
+
+    report = diff_models(minilm_dir(), minilm_variant(tmp_path, "hidden", edit_then_tune))
+    verdict = next(v for v in report.verdicts if v.detector == "spectral")
+    assert verdict.status == "fail", verdict.message
+    assert verdict.tensors == (EDITED,)
+    assert f"{EDITED} (top singular value " in verdict.message
+    assert report.failed
