@@ -15,6 +15,7 @@ from gguf import GGUFReader
 from gguf.quants import dequantize
 from safetensors.numpy import load_file, save_file
 
+from tests.cli_process import run
 from tests.models import minilm_dir, smollm2_gguf
 from weightgate.analysis.dtypes import ELEMENT_TYPES
 from weightgate.analysis.tensors import open_model
@@ -81,6 +82,22 @@ def test_truncated_safetensors_is_an_input_error(tmp_path: Path) -> None:
     (tmp_path / "model.safetensors").write_bytes(data[: len(data) // 2])
     with ExitStack() as stack, pytest.raises(InputError, match="not a readable tensor file"):
         open_model(tmp_path, stack)
+
+
+@pytest.mark.parametrize("length", [2**63, 1000], ids=["2^63", "past-the-end"])
+def test_a_forged_header_length_is_an_input_error_not_a_traceback(
+    tmp_path: Path, length: int
+) -> None:
+    # The header reader's error once kept the file's map alive: closing it raised BufferError.
+    path = tmp_path / "model.safetensors"
+    path.write_bytes(length.to_bytes(8, "little") + b'{"a":1}' + bytes(100))
+    with ExitStack() as stack, pytest.raises(InputError, match="runs past the end"):
+        open_model(path, stack)
+    copy = tmp_path / "copy.safetensors"
+    copy.write_bytes(path.read_bytes())
+    result = run("diff", path, copy)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr and "runs past the end" in result.stderr
 
 
 def test_a_tensor_in_two_files_is_an_input_error(tmp_path: Path) -> None:

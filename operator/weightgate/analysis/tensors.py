@@ -28,6 +28,7 @@ from weightgate.analysis.tensor_info import CHUNK_ELEMENTS, FileBytes, TensorFil
 from weightgate.errors import FormatError, InputError
 from weightgate.formats.detect import FileFormat, detect_format
 from weightgate.formats.limits import Limits
+from weightgate.formats.mapping import close_mapping
 
 
 @dataclass
@@ -43,6 +44,26 @@ class ModelTensors:
         """The values of tensor ``name``, chunk by chunk (float32, or float64 where needed)."""
         info = self.tensors[name]
         return self.readers[info.file].values(info, chunk_elements)
+
+    def add_file(self, file: Path, relative: str, stack: ExitStack, limits: Limits) -> None:
+        """Open ``file`` (named ``relative`` in the model): its tensors, or else its digest.
+
+        Raises:
+            InputError: The file is unreadable, a malformed or truncated tensor file, or
+                holds a tensor name another file already holds; then nothing of it is added.
+        """
+        reader = _open_tensor_file(file, relative, stack, limits)
+        if isinstance(reader, str):
+            self.other_files[relative] = reader
+            return
+        for tensor in reader.tensors:  # a file's own duplicates are refused by its reader
+            if tensor.name in self.tensors:
+                first = self.tensors[tensor.name].file
+                raise InputError(
+                    f"{self.root}: tensor {tensor.name!r} is in both {first} and {relative}"
+                )
+        self.readers[relative] = reader
+        self.tensors.update((tensor.name, tensor) for tensor in reader.tensors)
 
     def raw_chunks(self, name: str, chunk_bytes: int) -> Iterator[bytes]:
         """The stored bytes of tensor ``name``, ``chunk_bytes`` at a time."""
@@ -69,18 +90,7 @@ def open_model(path: Path, stack: ExitStack, limits: Limits | None = None) -> Mo
     model = ModelTensors(path)
     for file in files:
         relative = file.name if file == path else file.relative_to(path).as_posix()
-        reader = _open_tensor_file(file, relative, stack, limits)
-        if isinstance(reader, str):
-            model.other_files[relative] = reader
-            continue
-        model.readers[relative] = reader
-        for tensor in reader.tensors:
-            if tensor.name in model.tensors:
-                first = model.tensors[tensor.name].file
-                raise InputError(
-                    f"{path}: tensor {tensor.name!r} is in both {first} and {relative}"
-                )
-            model.tensors[tensor.name] = tensor
+        model.add_file(file, relative, stack, limits)
     if not model.tensors:
         raise InputError(f"{path}: no safetensors or GGUF tensors found")
     return model
@@ -101,26 +111,42 @@ def _open_tensor_file(
     try:
         if os.fstat(descriptor).st_size == 0:
             return hashlib.sha256(b"").hexdigest()
-        with mmap.mmap(descriptor, 0, access=mmap.ACCESS_READ) as data:
-            kind = detect_format(data, file.name)
-            source = FileBytes(descriptor, relative)
-            reader: TensorFile
-            if kind is FileFormat.SAFETENSORS:
-                reader = SafetensorsFile(data, source, limits)
-            elif kind is FileFormat.GGUF:
-                reader = GGUFTensorFile(data, source, limits)
-            else:
-                return _sha256(descriptor)
+        mapped = mmap.mmap(descriptor, 0, access=mmap.ACCESS_READ)
+        problem = None
+        try:
+            reader = _header_reader(mapped, file.name, FileBytes(descriptor, relative), limits)
+        except FormatError as exc:
+            problem = f"{file}: not a readable tensor file: {exc}"
+        finally:  # the failed parse's traceback is gone here: nothing holds the map
+            close_mapping(mapped)
+        if problem is not None:
+            raise InputError(problem)
+        if reader is None:
+            return _sha256(descriptor)
         keep = True
         stack.callback(os.close, descriptor)
         return reader
-    except FormatError as exc:
-        raise InputError(f"{file}: not a readable tensor file: {exc}") from exc
     except OSError as exc:
         raise InputError(f"{file}: {exc.strerror or exc}") from exc
     finally:
         if not keep:
             os.close(descriptor)
+
+
+def _header_reader(
+    data: mmap.mmap, name: str, source: FileBytes, limits: Limits
+) -> TensorFile | None:
+    """The reader of a safetensors or GGUF file (its header parsed), None for other content.
+
+    Raises:
+        FormatError: The tensor file's header is malformed.
+    """
+    kind = detect_format(data, name)
+    if kind is FileFormat.SAFETENSORS:
+        return SafetensorsFile(data, source, limits)
+    if kind is FileFormat.GGUF:
+        return GGUFTensorFile(data, source, limits)
+    return None
 
 
 def _sha256(descriptor: int) -> str:

@@ -8,7 +8,6 @@ streams it through a fixed buffer, and the scanners parse the same pages through
 
 from __future__ import annotations
 
-import gc
 import hashlib
 import mmap
 import os
@@ -17,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from weightgate.errors import InputError
+from weightgate.formats.mapping import close_mapping
 from weightgate.scan.context import ScanContext
 from weightgate.scan.findings import FileResult, ScanReport
 from weightgate.scan.settings import ScanSettings
@@ -91,22 +91,8 @@ def scan_file(path: Path, display: str, settings: ScanSettings) -> FileResult:
         try:
             result.format = context.scan(view, path.name).value
         finally:
-            _close_mapping(mapped, view)
+            close_mapping(mapped, view)
     return result
-
-
-def _close_mapping(mapped: mmap.mmap, view: memoryview) -> None:
-    # A reader that chains exceptions (``raise ... from exc``) can leave a reference cycle
-    # holding a slice of the mapping; collect it so the close goes through. If something
-    # still holds it, the mapping is freed with its last reference instead.
-    for attempt in range(2):
-        try:
-            view.release()
-            mapped.close()
-            return
-        except BufferError:
-            if attempt == 0:
-                gc.collect()
 
 
 def _sha256(handle: object, chunk_bytes: int) -> str:
