@@ -12,30 +12,18 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-import numpy.typing as npt
 import pytest
-from safetensors.numpy import load_file, save_file
 
+from tests.builders.minilm import Arrays, minilm_variant
 from tests.cli_process import run
 from tests.models import minilm_dir, smollm2_gguf
 from weightgate.analysis.diff import diff_models
 
-Arrays = dict[str, npt.NDArray[np.float32]]
 EDITED = "encoder.layer.3.intermediate.dense.weight"
 
 
-def _variant(tmp_path: Path, name: str, change: Callable[[Arrays], None]) -> Path:
-    """A copy of MiniLM whose weights went through ``change`` and were saved again."""
-    target = tmp_path / name
-    shutil.copytree(minilm_dir(), target)
-    tensors = load_file(str(target / "model.safetensors"))
-    change(tensors)
-    save_file(tensors, str(target / "model.safetensors"))
-    return target
-
-
 def test_a_resaved_copy_has_an_empty_diff_and_exits_0(tmp_path: Path) -> None:
-    resaved = _variant(tmp_path, "resaved", lambda tensors: None)
+    resaved = minilm_variant(tmp_path, "resaved", lambda tensors: None)
     assert (resaved / "model.safetensors").read_bytes() != b""  # really written again
     report = diff_models(minilm_dir(), resaved)
     assert not report.failed
@@ -56,7 +44,7 @@ def _rank_one(tensors: Arrays) -> None:
 
 
 def test_a_single_tensor_edit_fails_and_names_the_tensor(tmp_path: Path) -> None:
-    edited = _variant(tmp_path, "edited", _rank_one)
+    edited = minilm_variant(tmp_path, "edited", _rank_one)
     result = run("diff", minilm_dir(), edited, "--format", "json")
     assert result.returncode == 2, result.stderr
     document = json.loads(result.stdout)
@@ -76,7 +64,7 @@ def test_a_change_to_every_tensor_passes_the_census(tmp_path: Path) -> None:
                 noise = rng.standard_normal(weight.shape).astype(np.float32)
                 tensors[name] = weight + np.float32(1e-3) * noise
 
-    tuned = _variant(tmp_path, "tuned", fine_tune)
+    tuned = minilm_variant(tmp_path, "tuned", fine_tune)
     report = diff_models(minilm_dir(), tuned)
     assert len(report.changed) == 103
     assert not report.failed, [v for v in report.verdicts if v.status == "fail"]
@@ -88,7 +76,7 @@ def test_exponent_bit_flips_are_caught(tmp_path: Path) -> None:
         bits.reshape(-1)[[5, 999, 4000]] ^= 1 << 29  # one exponent bit each
         tensors[EDITED] = bits.view(np.float32)
 
-    flipped = _variant(tmp_path, "flipped", flip)
+    flipped = minilm_variant(tmp_path, "flipped", flip)
     report = diff_models(minilm_dir(), flipped)
     verdict = next(v for v in report.verdicts if v.detector == "bit-flips")
     assert verdict.status == "fail"
@@ -108,7 +96,7 @@ def test_exponent_bit_flips_are_caught(tmp_path: Path) -> None:
 def test_structural_changes_fail_the_manifest(
     tmp_path: Path, change: Callable[[Arrays], None], expected: str
 ) -> None:
-    candidate = _variant(tmp_path, "changed", change)
+    candidate = minilm_variant(tmp_path, "changed", change)
     report = diff_models(minilm_dir(), candidate)
     verdict = next(v for v in report.verdicts if v.detector == "manifest")
     assert verdict.status == "fail"
@@ -155,7 +143,7 @@ def test_mismatched_or_malformed_inputs_exit_1(tmp_path: Path, case: str) -> Non
 def test_sarif_output_is_valid_and_points_at_the_tensor(tmp_path: Path) -> None:
     from sarif_pydantic import Sarif
 
-    edited = _variant(tmp_path, "edited", _rank_one)
+    edited = minilm_variant(tmp_path, "edited", _rank_one)
     result = run("diff", minilm_dir(), edited, "--format", "sarif")
     assert result.returncode == 2, result.stderr
     document = json.loads(result.stdout)
@@ -191,7 +179,7 @@ def test_rewritten_neurons_under_a_light_fine_tune_are_a_localisation_warning(
             weight[row] = rng.uniform(low, high, weight.shape[1]).astype(np.float32)
         tensors[EDITED] = weight
 
-    report = diff_models(minilm_dir(), _variant(tmp_path, "neurons", neurons))
+    report = diff_models(minilm_dir(), minilm_variant(tmp_path, "neurons", neurons))
     verdicts = {verdict.detector: verdict for verdict in report.verdicts}
     assert verdicts["census"].status == "pass"  # every tensor changed a little
     assert verdicts["localisation"].status == "warn"
@@ -209,7 +197,7 @@ def test_a_tensor_changed_far_more_than_its_family_is_named(tmp_path: Path) -> N
         noise = rng.standard_normal(tensors[name].shape).astype(np.float32)
         tensors[name] = tensors[name] + np.float32(5e-3) * noise
 
-    report = diff_models(minilm_dir(), _variant(tmp_path, "layer", one_layer_more))
+    report = diff_models(minilm_dir(), minilm_variant(tmp_path, "layer", one_layer_more))
     verdict = next(v for v in report.verdicts if v.detector == "localisation")
     assert verdict.status == "warn"
     assert name in verdict.tensors
