@@ -4,6 +4,8 @@ Files are processed by a small thread pool. Hashing runs in OpenSSL with the GIL
 so with two jobs both cores hash while the Python scanners (which only parse headers for
 tensor formats) take their share of one core. Every file is read once from disk: the hash
 streams it through a fixed buffer, and the scanners parse the same pages through ``mmap``.
+Then, unless ``settings.weight_stats`` is off, the model's safetensors and GGUF weights are
+decoded once more, as numbers, for the weight statistics (:mod:`weightgate.scan.weights`).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from pathlib import Path
 
 from weightgate.errors import InputError
 from weightgate.formats.mapping import close_mapping
+from weightgate.scan import dispatch
 from weightgate.scan.context import ScanContext
 from weightgate.scan.findings import FileResult, ScanReport
 from weightgate.scan.settings import ScanSettings
@@ -69,6 +72,8 @@ def scan_path(
                     progress(outcome, done, len(targets))
             else:
                 report.errors.append(outcome)
+    if settings.weight_stats:
+        dispatch.weight_check()(root, report, settings)
     return report
 
 
