@@ -13,9 +13,11 @@ from typing import Any
 
 import numpy as np
 import pytest
+from gguf.constants import GGMLQuantizationType
 from safetensors.numpy import load_file, save_file
 from sarif_pydantic import Sarif
 
+from tests.builders.gguf_files import assemble, kv_string, tensor_info
 from tests.builders.minilm import Arrays, minilm_variant
 from tests.cli_process import run
 from tests.models import minilm_dir, smollm2_gguf
@@ -138,3 +140,17 @@ def test_a_dtype_the_analysis_does_not_decode_is_reported_as_skipped(tmp_path: P
     (finding,) = _weight_findings(report)
     assert finding["rule"] == "weights.unreadable"
     assert "dtype F4, which the analysis does not read" in finding["message"]
+
+
+def test_a_gguf_type_gguf_cannot_dequantise_is_reported_as_skipped(tmp_path: Path) -> None:
+    # Q8_1 is a valid GGML type (32 elements in 40 bytes) the gguf package has no numpy
+    # dequantiser for: the pass must say so, not crash on the first read.
+    info = tensor_info("blk.0.ffn_down.weight", [32], GGMLQuantizationType.Q8_1, 0)
+    data = assemble([kv_string("general.architecture", "llama")], [info], bytes(40))
+    path = tmp_path / "model.gguf"
+    path.write_bytes(data)
+    code, report = _scan_json(path)
+    assert code == 0
+    (finding,) = _weight_findings(report)
+    assert finding["rule"] == "weights.unreadable"
+    assert "GGML type Q8_1, which the gguf package does not dequantise" in finding["message"]

@@ -12,9 +12,11 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 from gguf import GGUFReader
+from gguf.constants import GGMLQuantizationType
 from gguf.quants import dequantize
 from safetensors.numpy import load_file, save_file
 
+from tests.builders.gguf_files import assemble, kv_string, tensor_info
 from tests.cli_process import run
 from tests.models import minilm_dir, smollm2_gguf
 from weightgate.analysis.dtypes import ELEMENT_TYPES
@@ -114,3 +116,12 @@ def test_a_directory_without_tensors_is_an_input_error(tmp_path: Path) -> None:
         open_model(tmp_path, stack)
     with ExitStack() as stack, pytest.raises(InputError, match="no such file"):
         open_model(tmp_path / "absent", stack)
+
+
+def test_a_gguf_type_without_a_dequantiser_is_an_input_error(tmp_path: Path) -> None:
+    # Reading it would raise NotImplementedError from the gguf package mid-diff.
+    info = tensor_info("w", [32], GGMLQuantizationType.Q8_1, 0)
+    path = tmp_path / "model.gguf"
+    path.write_bytes(assemble([kv_string("general.architecture", "llama")], [info], bytes(40)))
+    with ExitStack() as stack, pytest.raises(InputError, match="Q8_1, which the gguf package"):
+        open_model(path, stack)
