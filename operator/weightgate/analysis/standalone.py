@@ -86,8 +86,11 @@ class Outlier:
     statistic: str
     """``rms``, ``max-abs`` or ``kurtosis``."""
     value: float
+    """The statistic (for ``kurtosis``, the plain kurtosis m4/m2², the excess plus 3)."""
     family_median: float
+    """The same statistic's median over the tensor's family."""
     z: float
+    """Robust z on the log10 scale; at least ``OUTLIER_Z[statistic]``."""
 
 
 @dataclass
