@@ -161,6 +161,7 @@ def test_weight_stats_benchmark_runs(tmp_path: Path) -> None:
     assert [row.figure for row in table.rows] == [
         "scan with weight stats 0.00 GiB dir (6 files)",
         "scan --no-weight-stats 0.00 GiB dir (6 files)",
+        "  CPU time, with / without weight stats",
         "  slowdown from the weight stats",
     ]
     assert all(row.ratio.endswith("x") for row in table.rows)
