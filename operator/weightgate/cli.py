@@ -141,6 +141,14 @@ def _build_parser() -> argparse.ArgumentParser:
         help="override a parsing limit, e.g. max_pickle_opcodes=10000000; repeatable",
     )
     scan.add_argument("-j", "--jobs", type=int, help="files scanned at once (default: CPUs)")
+    scan.add_argument(
+        "--no-weight-stats",
+        dest="weight_stats",
+        action="store_false",
+        help="skip the weight statistics (NaN/Inf and per-family outliers of safetensors and "
+        "GGUF weights, reported as low): they decode every weight, which costs more than "
+        "hashing",
+    )
     scan.add_argument("-v", "--verbose", action="store_true", help="list every file and hash")
     scan.add_argument(
         "--color",
@@ -192,6 +200,8 @@ def _settings(args: argparse.Namespace) -> ScanSettings:
             settings = replace(settings, limits=limits_with(settings.limits, overrides))
         except ValueError as exc:
             raise InputError(f"--limit: {exc}") from exc
+    if not args.weight_stats:
+        settings = replace(settings, weight_stats=False)
     if args.jobs is not None:
         if args.jobs < 1:
             raise InputError("--jobs must be at least 1")

@@ -12,26 +12,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-import numpy.typing as npt
 import pytest
-from safetensors.numpy import load_file, save_file
 
+from tests.builders.minilm import Arrays, minilm_variant
 from tests.cli_process import run
 from tests.models import minilm_dir, smollm2_gguf
 from weightgate.analysis.diff import diff_models
 
-Arrays = dict[str, npt.NDArray[np.float32]]
 EDITED = "encoder.layer.3.intermediate.dense.weight"
-
-
-def minilm_variant(tmp_path: Path, name: str, change: Callable[[Arrays], None]) -> Path:
-    """A copy of MiniLM whose weights went through ``change`` and were saved again."""
-    target = tmp_path / name
-    shutil.copytree(minilm_dir(), target)
-    tensors = load_file(str(target / "model.safetensors"))
-    change(tensors)
-    save_file(tensors, str(target / "model.safetensors"))
-    return target
 
 
 def test_a_resaved_copy_has_an_empty_diff_and_exits_0(tmp_path: Path) -> None:

@@ -12,9 +12,12 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 from gguf import GGUFReader
+from gguf.constants import GGMLQuantizationType
 from gguf.quants import dequantize
 from safetensors.numpy import load_file, save_file
 
+from tests.builders.gguf_files import assemble, kv_string, tensor_info
+from tests.cli_process import run
 from tests.models import minilm_dir, smollm2_gguf
 from weightgate.analysis.dtypes import ELEMENT_TYPES
 from weightgate.analysis.tensors import open_model
@@ -83,6 +86,22 @@ def test_truncated_safetensors_is_an_input_error(tmp_path: Path) -> None:
         open_model(tmp_path, stack)
 
 
+@pytest.mark.parametrize("length", [2**63, 1000], ids=["2^63", "past-the-end"])
+def test_a_forged_header_length_is_an_input_error_not_a_traceback(
+    tmp_path: Path, length: int
+) -> None:
+    # The header reader's error once kept the file's map alive: closing it raised BufferError.
+    path = tmp_path / "model.safetensors"
+    path.write_bytes(length.to_bytes(8, "little") + b'{"a":1}' + bytes(100))
+    with ExitStack() as stack, pytest.raises(InputError, match="runs past the end"):
+        open_model(path, stack)
+    copy = tmp_path / "copy.safetensors"
+    copy.write_bytes(path.read_bytes())
+    result = run("diff", path, copy)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr and "runs past the end" in result.stderr
+
+
 def test_a_tensor_in_two_files_is_an_input_error(tmp_path: Path) -> None:
     array = {"w": np.ones((2, 2), dtype=np.float32)}
     save_file(array, str(tmp_path / "a.safetensors"))
@@ -119,3 +138,12 @@ def test_a_safetensors_header_length_off_by_one_is_an_input_error(tmp_path: Path
     (tmp_path / "model.safetensors").write_bytes(bytes(data))
     with ExitStack() as stack, pytest.raises(InputError, match="not a readable tensor file"):
         open_model(tmp_path, stack)
+
+
+def test_a_gguf_type_without_a_dequantiser_is_an_input_error(tmp_path: Path) -> None:
+    # Reading it would raise NotImplementedError from the gguf package mid-diff.
+    info = tensor_info("w", [32], GGMLQuantizationType.Q8_1, 0)
+    path = tmp_path / "model.gguf"
+    path.write_bytes(assemble([kv_string("general.architecture", "llama")], [info], bytes(40)))
+    with ExitStack() as stack, pytest.raises(InputError, match="Q8_1, which the gguf package"):
+        open_model(path, stack)

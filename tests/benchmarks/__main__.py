@@ -4,7 +4,7 @@ Usage (normally through ``scripts/bench``)::
 
     python -m tests.benchmarks [--size GIB] [--fetch-size GIB] [--shard-gb GB] [--repeats N]
                                [--quiet-wait SECONDS] [--cache DIR] [--corpus DIR]
-                               [--only scan|memory|pickle|fetch|sign|diff ...]
+                               [--only scan|memory|pickle|fetch|sign|diff|weight-stats ...]
 
 The figures are ratios against references measured in the same run; nothing here fails
 because the machine is slow. The exit status is 0 even when a target is not met (the
@@ -19,7 +19,14 @@ import shutil
 import sys
 from pathlib import Path
 
-from tests.benchmarks import bench_diff, bench_fetch, bench_pickle, bench_scan, bench_sign
+from tests.benchmarks import (
+    bench_diff,
+    bench_fetch,
+    bench_pickle,
+    bench_scan,
+    bench_sign,
+    bench_weight_stats,
+)
 from tests.benchmarks.bench_scan import Samples
 from tests.benchmarks.measure import ChildFailed, Table, busy_cores
 from tests.benchmarks.model_data import Recipe, cached_model
@@ -27,7 +34,7 @@ from tests.tools.install import ToolInstallFailed
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_CORPUS = Path(os.environ.get("WEIGHTGATE_CORPUS", REPO.parent / "shared" / "corpus"))
-PARTS = ("scan", "memory", "pickle", "fetch", "sign", "diff")
+PARTS = ("scan", "memory", "pickle", "fetch", "sign", "diff", "weight-stats")
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -66,7 +73,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "memory = single big file + peak RSS, pickle = pickle corpus, "
         "fetch = download from an OCI registry and an mlflow server vs curl, "
         "sign = sign the model directory vs model_signing sign key, "
-        "diff = weightgate diff of two models vs openssl hashing both",
+        "diff = weightgate diff of two models vs openssl hashing both, "
+        "weight-stats = scan with and without the weight statistics vs sha256sum",
     )
     parser.add_argument(
         "--cache",
@@ -92,6 +100,9 @@ def main(argv: list[str]) -> int:
     parts = args.only or list(PARTS)
     if ("scan" in parts or "memory" in parts) and shutil.which("openssl") is None:
         print("openssl not found: the throughput reference needs it", file=sys.stderr)
+        return 1
+    if "weight-stats" in parts and shutil.which("sha256sum") is None:
+        print("sha256sum not found: the weight statistics reference needs it", file=sys.stderr)
         return 1
     if "fetch" in parts and shutil.which("curl") is None:
         print("curl not found: the fetch reference needs it", file=sys.stderr)
@@ -121,6 +132,11 @@ def main(argv: list[str]) -> int:
             recipe = Recipe(total, shard_bytes, finite=True)
             bench_diff.bench_diff(
                 args.cache, recipe, args.repeats, table, log, quiet_wait=args.quiet_wait
+            )
+        if "weight-stats" in parts:
+            weights = cached_model(args.cache, Recipe(total, int(args.shard_gb * 1e9), finite=True))
+            bench_weight_stats.bench_weight_stats(
+                weights, args.repeats, table, log, quiet_wait=args.quiet_wait
             )
         if "pickle" in parts:
             bench_pickle.bench_pickle_corpus(args.corpus, args.repeats, table, log)

@@ -1,6 +1,8 @@
 """Throughput and peak memory of ``weightgate scan`` on a generated multi-GB safetensors model.
 
-References, measured in the same run, over the same files, with a warm page cache:
+The file pass only (``--no-weight-stats``: the model's random bytes are no weights; the
+weight statistics are measured by :mod:`.bench_weight_stats`). References, measured in the
+same run, over the same files, with a warm page cache:
 
 - ``openssl dgst -sha256 FILES...``: OpenSSL's SHA-256 on one core, the floor any tool
   that hashes every byte has to beat by using more cores.
@@ -78,9 +80,18 @@ def openssl_command(files: list[Path]) -> list[str]:
     return ["openssl", "dgst", "-sha256", *map(str, files)]
 
 
-def weightgate_command(path: Path, output: str = "/dev/null") -> list[str]:
-    """``weightgate scan PATH --format json`` through ``child.py`` (same code as the CLI)."""
+def weightgate_command(
+    path: Path, output: str = "/dev/null", *, weight_stats: bool = False
+) -> list[str]:
+    """``weightgate scan PATH --format json`` through ``child.py`` (same code as the CLI).
+
+    Without the weight statistics unless asked: these figures are the file pass (hash and
+    scan every file), and the random bytes of their model are no weights; the statistics
+    have their own figure (:mod:`.bench_weight_stats`).
+    """
     args = ["scan", str(path), "--format", "json", "--output", output, "--progress", "never"]
+    if not weight_stats:
+        args.append("--no-weight-stats")
     return [sys.executable, str(CHILD), "cli", *args]
 
 

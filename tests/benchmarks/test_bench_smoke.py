@@ -18,7 +18,14 @@ from pathlib import Path
 from safetensors import safe_open
 
 import weightgate
-from tests.benchmarks import bench_diff, bench_fetch, bench_pickle, bench_scan, bench_sign
+from tests.benchmarks import (
+    bench_diff,
+    bench_fetch,
+    bench_pickle,
+    bench_scan,
+    bench_sign,
+    bench_weight_stats,
+)
 from tests.benchmarks.measure import Table, run_child
 from tests.benchmarks.model_data import Recipe, cached_model, llama_tensors, model_files
 from tests.servers.mlflow import MlflowServer
@@ -53,7 +60,8 @@ def test_generated_model_is_valid_sharded_safetensors(tmp_path: Path) -> None:
 
 def test_generated_model_scans_clean(tmp_path: Path) -> None:
     directory = cached_model(tmp_path, TINY, log=False)
-    report = weightgate.scan_path(directory)
+    # Random bytes are no weights (NaNs among them): the file pass is what they are for.
+    report = weightgate.scan_path(directory, weightgate.ScanSettings(weight_stats=False))
     assert list(report.findings) == []
     assert report.errors == []
     assert sorted(result.format for result in report.files) == [
@@ -139,6 +147,24 @@ def test_diff_benchmark_runs(tmp_path: Path) -> None:
         "diff 2 x 0.00 GiB (fine-tune)",
     ]
     assert all("peak RSS" in row.measured for row in table.rows)
+
+
+def test_weight_stats_benchmark_runs(tmp_path: Path) -> None:
+    recipe = Recipe(TINY.total_bytes, TINY.max_shard_bytes, finite=True)
+    directory = cached_model(tmp_path, recipe, log=False)
+    table = Table()
+    lines: list[str] = []
+    bench_weight_stats.bench_weight_stats(
+        directory, repeats=1, table=table, log=lines.append, quiet_wait=0
+    )
+    assert any("no finding in 6 files with the weight statistics" in line for line in lines)
+    assert [row.figure for row in table.rows] == [
+        "scan with weight stats 0.00 GiB dir (6 files)",
+        "scan --no-weight-stats 0.00 GiB dir (6 files)",
+        "  CPU time, with / without weight stats",
+        "  slowdown from the weight stats",
+    ]
+    assert all(row.ratio.endswith("x") for row in table.rows)
 
 
 def test_finite_recipes_are_weights_and_a_delta_changes_every_one(tmp_path: Path) -> None:

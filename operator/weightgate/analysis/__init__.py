@@ -9,6 +9,8 @@
   exponent flips, norms, neuron concentration; the spectrum of each changed matrix);
 * :mod:`.detectors`: each detector's statistic, threshold and verdict;
 * :mod:`.diff`: ``weightgate diff``, and :mod:`.report` / :mod:`.sarif` its renderings.
+* :mod:`.standalone`: one model's statistics without a baseline (NaN/Inf, per-family
+  outliers of RMS, max |w| and kurtosis), which ``scan`` reports as warnings.
 
 Nothing here executes model content or imports Kubernetes; readers parse bytes.
 """

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -257,23 +258,29 @@ def family(name: str) -> str:
     return re.sub(r"\d+", "#", name)
 
 
-def family_scores(changes: list[TensorChange]) -> dict[str, float]:
-    """Robust z of each tensor's ‖ΔW‖/‖W‖ within its family (families of MIN_FAMILY or more)."""
-    members: dict[str, list[TensorChange]] = {}
-    for change in changes:
-        members.setdefault(family(change.name), []).append(change)
+def family_scores(values: Mapping[str, float], min_spread: float = 0.0) -> dict[str, float]:
+    """Robust z of each value above its family's median (families of MIN_FAMILY or more).
+
+    ``values`` maps tensor names to one statistic; a tensor's family is :func:`family`.
+    The spread is the MAD scaled to a normal's standard deviation, at least ``min_spread``
+    (0 leaves a value above a spread-less family at an infinite z). A family holding a
+    non-finite value is not scored.
+    """
+    members: dict[str, list[str]] = {}
+    for name in values:
+        members.setdefault(family(name), []).append(name)
     scores = {}
     for group in members.values():
         if len(group) < MIN_FAMILY:
             continue
-        values = np.array([change.relative_change for change in group])
-        if not np.isfinite(values).all():
+        numbers = np.array([values[name] for name in group], dtype=np.float64)
+        if not np.isfinite(numbers).all():
             continue
-        median = float(np.median(values))
-        spread = 1.4826 * float(np.median(np.abs(values - median)))
-        for change, value in zip(group, values, strict=True):
+        median = float(np.median(numbers))
+        spread = max(1.4826 * float(np.median(np.abs(numbers - median))), min_spread)
+        for name, value in zip(group, numbers, strict=True):
             if value > median:
-                scores[change.name] = (value - median) / spread if spread > 0 else math.inf
+                scores[name] = (value - median) / spread if spread > 0 else math.inf
     return scores
 
 
@@ -285,7 +292,7 @@ def localisation_verdict(changes: list[TensorChange]) -> Verdict:
         for change in changed
         if max(change.top_rows_share, change.top_columns_share) >= MIN_NEURON_SHARE
     ]
-    scores = family_scores(changes)
+    scores = family_scores({change.name: change.relative_change for change in changes})
     outliers = sorted(
         (name for name, score in scores.items() if score >= FAMILY_Z),
         key=lambda name: scores[name],

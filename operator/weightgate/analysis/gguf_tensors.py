@@ -8,6 +8,7 @@ first), matching the same model's safetensors shapes.
 
 from __future__ import annotations
 
+import functools
 import mmap
 from collections.abc import Iterator
 
@@ -44,6 +45,11 @@ class GGUFTensorFile:
                 ) from None
             if tensor.n_bytes is None:
                 raise FormatError(f"{relative}: tensor {tensor.name!r} has no readable size")
+            if kind.name not in ELEMENT_TYPES and not _dequantisable(kind):
+                raise FormatError(
+                    f"{relative}: tensor {tensor.name!r} has GGML type {kind.name}, which the "
+                    "gguf package does not dequantise"
+                )
             self.tensors.append(
                 TensorInfo(
                     tensor.name,
@@ -73,3 +79,16 @@ class GGUFTensorFile:
                 dtype=np.uint8,
             ).reshape(last - first, row_bytes)
             yield dequantize(raw, kind).reshape(-1)  # float32
+
+
+@functools.cache
+def _dequantisable(kind: GGMLQuantizationType) -> bool:
+    """Whether ``gguf`` dequantises this type (it has no numpy code for Q8_1, Q8_K...)."""
+    _, block_bytes = GGML_QUANT_SIZES.get(kind, (0, 0))
+    if not block_bytes:
+        return False
+    try:
+        dequantize(np.zeros((1, block_bytes), dtype=np.uint8), kind)
+    except NotImplementedError:
+        return False
+    return True

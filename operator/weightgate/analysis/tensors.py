@@ -34,6 +34,7 @@ from weightgate.analysis.tensor_info import CHUNK_ELEMENTS, FileBytes, TensorFil
 from weightgate.errors import FormatError, InputError
 from weightgate.formats.detect import FileFormat, detect_format
 from weightgate.formats.limits import Limits
+from weightgate.formats.mapping import close_mapping
 
 
 @dataclass
@@ -49,6 +50,37 @@ class ModelTensors:
         """The values of tensor ``name``, chunk by chunk (float32, or float64 where needed)."""
         info = self.tensors[name]
         return self.readers[info.file].values(info, chunk_elements)
+
+    def add_file(self, file: Path, relative: str, stack: ExitStack, limits: Limits) -> None:
+        """Open ``file`` (named ``relative`` in the model): its tensors, or else its digest.
+
+        A PyTorch checkpoint the reader refuses is kept by digest too (the scanner reports
+        on the file itself).
+
+        Raises:
+            InputError: The file is unreadable, a malformed or truncated tensor file, or
+                holds a tensor name another file already holds; then nothing of it is added.
+        """
+        reader = _open_tensor_file(file, relative, str(file), stack, limits)
+        if isinstance(reader, str | _UnreadTorch):
+            self.other_files[relative] = reader if isinstance(reader, str) else reader.digest
+            return
+        self.add_reader(relative, reader, str(self.root))
+
+    def add_reader(self, relative: str, reader: TensorFile, name: str) -> None:
+        """Add an open file's tensors (``name``: the model, as errors call it).
+
+        Raises:
+            InputError: A tensor name another file already holds; nothing is added then.
+        """
+        for tensor in reader.tensors:  # a file's own duplicates are refused by its reader
+            if tensor.name in self.tensors:
+                first = self.tensors[tensor.name].file
+                raise InputError(
+                    f"{name}: tensor {tensor.name!r} is in both {first} and {relative}"
+                )
+        self.readers[relative] = reader
+        self.tensors.update((tensor.name, tensor) for tensor in reader.tensors)
 
     def raw_chunks(self, name: str, chunk_bytes: int) -> Iterator[bytes]:
         """The stored bytes of tensor ``name``, ``chunk_bytes`` at a time."""
@@ -100,14 +132,7 @@ def open_model(
         where, reason = unread[0]
         raise InputError(f"{where}: {reason}")
     for relative, reader in readers.items():
-        model.readers[relative] = reader
-        for tensor in reader.tensors:
-            if tensor.name in model.tensors:
-                first = model.tensors[tensor.name].file
-                raise InputError(
-                    f"{name or path}: tensor {tensor.name!r} is in both {first} and {relative}"
-                )
-            model.tensors[tensor.name] = tensor
+        model.add_reader(relative, reader, name or str(path))
     if not model.tensors:
         raise InputError(
             f"{name or path}: no safetensors, GGUF or PyTorch checkpoint tensors found"
@@ -144,16 +169,16 @@ def _open_tensor_file(
     try:
         if os.fstat(descriptor).st_size == 0:
             return hashlib.sha256(b"").hexdigest()
+        mapped = mmap.mmap(descriptor, 0, access=mmap.ACCESS_READ)
         problem = None
-        with mmap.mmap(descriptor, 0, access=mmap.ACCESS_READ) as data:
-            try:
-                reader = _reader(data, file.name, FileBytes(descriptor, relative), limits)
-            except FormatError as exc:
-                # Only the message leaves: the error's traceback holds the reader's frames,
-                # whose views of the map would keep it from closing (BufferError).
-                problem = str(exc)
+        try:
+            reader = _reader(mapped, file.name, FileBytes(descriptor, relative), limits)
+        except FormatError as exc:
+            problem = f"{where}: not a readable tensor file: {exc}"
+        finally:  # the failed parse's traceback is gone here: nothing holds the map
+            close_mapping(mapped)
         if problem is not None:
-            raise InputError(f"{where}: not a readable tensor file: {problem}")
+            raise InputError(problem)
         if reader is None or isinstance(reader, str):
             digest = _sha256(descriptor)
             return digest if reader is None else _UnreadTorch(digest, reader)

@@ -8,15 +8,24 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from weightgate.formats.detect import FileFormat
 
 if TYPE_CHECKING:
     from weightgate.scan.context import ScanContext
+    from weightgate.scan.findings import ScanReport
+    from weightgate.scan.settings import ScanSettings
 
 Scanner = Callable[["ScanContext", memoryview], None]
 """A format scanner: reads the bytes, reports findings on the context, returns nothing."""
+ModelCheck = Callable[[Path, "ScanReport", "ScanSettings"], None]
+"""A check of the whole scanned model (its root, the report so far, the settings)."""
+
+_WEIGHT_CHECK = "weightgate.scan.weights:check_weights"
+"""Weight statistics: once per model, after every file (a tensor's family spans shards).
+Imported lazily like the scanners: it brings numpy, ml_dtypes and gguf."""
 
 _SCANNERS: dict[FileFormat, str] = {
     FileFormat.PICKLE: "weightgate.scan.pickle:scan_pickle",
@@ -53,6 +62,14 @@ def scanner_for(fmt: FileFormat) -> Scanner | None:
     return scanner
 
 
+def weight_check() -> ModelCheck:
+    """The weight-statistics check of a scanned model."""
+    module_name, _, attribute = _WEIGHT_CHECK.partition(":")
+    check: ModelCheck = getattr(importlib.import_module(module_name), attribute)
+    return check
+
+
 def all_scanner_modules() -> list[str]:
     """Every scanner module, for tools that need all rules declared (docs, SARIF)."""
-    return sorted({target.partition(":")[0] for target in _SCANNERS.values()})
+    targets = [*_SCANNERS.values(), _WEIGHT_CHECK]
+    return sorted({target.partition(":")[0] for target in targets})

@@ -4,11 +4,12 @@ Files are processed by a small thread pool. Hashing runs in OpenSSL with the GIL
 so with two jobs both cores hash while the Python scanners (which only parse headers for
 tensor formats) take their share of one core. Every file is read once from disk: the hash
 streams it through a fixed buffer, and the scanners parse the same pages through ``mmap``.
+Then, unless ``settings.weight_stats`` is off, the model's safetensors and GGUF weights are
+decoded once more, as numbers, for the weight statistics (:mod:`weightgate.scan.weights`).
 """
 
 from __future__ import annotations
 
-import gc
 import hashlib
 import mmap
 import os
@@ -17,6 +18,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from weightgate.errors import InputError
+from weightgate.formats.mapping import close_mapping
+from weightgate.scan import dispatch
 from weightgate.scan.context import ScanContext
 from weightgate.scan.findings import FileResult, ScanReport
 from weightgate.scan.settings import ScanSettings
@@ -69,6 +72,8 @@ def scan_path(
                     progress(outcome, done, len(targets))
             else:
                 report.errors.append(outcome)
+    if settings.weight_stats:
+        dispatch.weight_check()(root, report, settings)
     return report
 
 
@@ -91,22 +96,8 @@ def scan_file(path: Path, display: str, settings: ScanSettings) -> FileResult:
         try:
             result.format = context.scan(view, path.name).value
         finally:
-            _close_mapping(mapped, view)
+            close_mapping(mapped, view)
     return result
-
-
-def _close_mapping(mapped: mmap.mmap, view: memoryview) -> None:
-    # A reader that chains exceptions (``raise ... from exc``) can leave a reference cycle
-    # holding a slice of the mapping; collect it so the close goes through. If something
-    # still holds it, the mapping is freed with its last reference instead.
-    for attempt in range(2):
-        try:
-            view.release()
-            mapped.close()
-            return
-        except BufferError:
-            if attempt == 0:
-                gc.collect()
 
 
 def _sha256(handle: object, chunk_bytes: int) -> str:

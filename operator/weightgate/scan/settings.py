@@ -29,6 +29,11 @@ class ScanSettings:
     jobs: int = field(default_factory=lambda: max(1, os.cpu_count() or 1))
     """Files scanned at once. Hashing releases the GIL, so each job keeps a core busy."""
 
+    weight_stats: bool = True
+    """After the files, read every safetensors and GGUF weight once more for the weight
+    statistics (NaN/Inf, family outliers; :mod:`weightgate.scan.weights`), reported below
+    the default gate. Off skips that pass, which costs more than hashing does."""
+
     chunk_bytes: int = 128 * KiB
     """Read size for hashing. Small enough that each chunk is hashed while it is still in
     the CPU cache: 4 MiB chunks made one large file a third slower than openssl."""
