@@ -23,6 +23,7 @@ import pytest
 from gguf.constants import GGMLQuantizationType
 from gguf.quants import quantize
 from safetensors.numpy import load_file, save_file
+from sarif_pydantic import Sarif
 from tokenizers import Tokenizer
 
 from tests.cli_process import run
@@ -165,6 +166,7 @@ def test_a_changed_word_embedding_row_is_listed_with_its_token(tmp_path: Path) -
     assert evidence["directions"] == []  # the embedding's own directions are not read out
 
     sarif = json.loads(run("diff", minilm_dir(), candidate, "--format", "sarif").stdout)
+    Sarif.model_validate(sarif)
     census = next(r for r in sarif["runs"][0]["results"] if r["ruleId"] == "diff.census")
     assert census["properties"]["tensor"] == WORDS
     listed = census["properties"]["evidence"]["embeddingRows"][0]["top"]

@@ -182,7 +182,8 @@ def embedding_names(model: ModelTensors) -> tuple[str, str] | None:
 def _named(model: ModelTensors, names: tuple[str, ...]) -> str | None:
     for wanted in names:
         for name, info in model.tensors.items():
-            if (name == wanted or name.endswith("." + wanted)) and len(info.shape) == 2:
+            matrix = len(info.shape) == 2 and min(info.shape) > 0
+            if matrix and (name == wanted or name.endswith("." + wanted)):
                 return name
     return None
 
