@@ -221,3 +221,65 @@ def test_a_resaved_copy_has_no_evidence_section(tmp_path: Path) -> None:
     assert report.evidence.directions == () and report.evidence.rows == ()
     assert report.evidence.tokenizer is None  # nothing to name: the tokenizer is not read
     assert "Evidence" not in render_text(report)
+
+
+def _with_head(tmp_path: Path, label: str, change: Callable[[dict[str, Matrix]], None]) -> Path:
+    """MiniLM plus an untied ``lm_head.weight``: the word embedding rolled by one row."""
+
+    def add_head(tensors: dict[str, Matrix]) -> None:
+        tensors["lm_head.weight"] = np.roll(tensors[WORDS], 1, axis=0)
+        change(tensors)
+
+    return _minilm_variant(tmp_path / label, add_head)
+
+
+@pytest.mark.parametrize(
+    ("name", "side"),
+    [
+        ("encoder.layer.4.output.dense.weight", "targets"),
+        ("encoder.layer.4.intermediate.dense.weight", "triggers"),
+    ],
+)
+def test_targets_read_through_a_separate_unembedding_and_triggers_through_the_embedding(
+    tmp_path: Path, name: str, side: str
+) -> None:
+    cf = _minilm_id("cf")
+
+    def edit(tensors: dict[str, Matrix]) -> None:
+        weight, row = tensors[name].astype(np.float64), tensors[WORDS][cf].astype(np.float64)
+        other = np.random.default_rng(4).standard_normal(1536)
+        left, right = (row, other) if side == "targets" else (other, row)
+        tensors[name] = (weight + _rank_one(weight, left, right, 0.1)).astype(np.float32)
+
+    baseline = _with_head(tmp_path, "baseline", lambda tensors: None)
+    report = diff_models(baseline, _with_head(tmp_path, "candidate", edit))
+    assert report.evidence is not None
+    assert (report.evidence.embedding, report.evidence.unembedding) == (WORDS, "lm_head.weight")
+    (direction,) = report.evidence.directions
+    readout = direction.targets if side == "targets" else direction.triggers
+    assert readout is not None
+    # The head's row cf + 1 is the embedding's row cf: which one matched says which was read.
+    expected = cf + 1 if side == "targets" else cf
+    assert readout.positive[0].id == expected and readout.positive[0].score > 0.99
+
+
+def test_a_model_without_a_token_embedding_has_no_evidence(tmp_path: Path) -> None:
+    layer = {
+        name: weight
+        for name, weight in load_file(str(minilm_dir() / "model.safetensors")).items()
+        if name.startswith("encoder.layer.0.")
+    }
+    save_file(layer, str(tmp_path / "baseline.safetensors"))
+    name = "encoder.layer.0.output.dense.weight"
+    rng = np.random.default_rng(5)
+    weight = layer[name].astype(np.float64)
+    edit = _rank_one(weight, rng.standard_normal(384), rng.standard_normal(1536), 0.1)
+    layer[name] = (weight + edit).astype(np.float32)
+    save_file(layer, str(tmp_path / "candidate.safetensors"))
+    result = run(
+        "diff", tmp_path / "baseline.safetensors", tmp_path / "candidate.safetensors", "-f", "json"
+    )
+    assert result.returncode == 2, result.stderr
+    document = json.loads(result.stdout)
+    assert document["tensors"]["changed"][0]["tensor"] == name
+    assert document["evidence"] is None
