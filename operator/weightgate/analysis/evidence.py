@@ -104,6 +104,8 @@ TOKENIZER_FILE = "tokenizer.json"
 MAX_TOKENIZER_BYTES = Limits().max_json_bytes
 
 Vector = npt.NDArray[np.float64]
+Ranked = list[tuple[int, float]]
+"""(token id, score) pairs, best first."""
 
 
 @dataclass(frozen=True)
@@ -287,7 +289,7 @@ class _RawDirection:
     tensor: str
     index: int
     sigma: float
-    sides: dict[str, tuple[list[tuple[int, float]], list[tuple[int, float]]]]
+    sides: dict[str, tuple[Ranked, Ranked]]
 
     def ids(self) -> Iterable[int]:
         for positive, negative in self.sides.values():
@@ -331,7 +333,7 @@ def _read_directions(
             if cols == width:
                 key = (name, index, "triggers")
                 wanted.setdefault(embedding, []).append((key, directions.right[index]))
-    matches: dict[tuple[str, int, str], tuple[list[tuple[int, float]], list[tuple[int, float]]]]
+    matches: dict[tuple[str, int, str], tuple[Ranked, Ranked]]
     matches = {}
     for matrix, entries in wanted.items():
         vectors = np.stack([vector for _, vector in entries], axis=1)
@@ -355,8 +357,8 @@ def _read_directions(
 
 
 def _oriented(
-    sides: dict[str, tuple[list[tuple[int, float]], list[tuple[int, float]]]],
-) -> dict[str, tuple[list[tuple[int, float]], list[tuple[int, float]]]]:
+    sides: dict[str, tuple[Ranked, Ranked]],
+) -> dict[str, tuple[Ranked, Ranked]]:
     """Flip the direction (every side at once) so that its strongest match is positive."""
     best = max(
         (abs(score), sign)
@@ -371,7 +373,7 @@ def _oriented(
 
 def nearest_tokens(
     model: ModelTensors, matrix: str, vectors: Vector
-) -> list[tuple[list[tuple[int, float]], list[tuple[int, float]]]]:
+) -> list[tuple[Ranked, Ranked]]:
     """Per column of ``vectors`` (width x n): the rows of ``matrix`` nearest to it and to -it.
 
     Each as ``TOKENS`` (row, cosine) pairs, best first.
@@ -413,7 +415,7 @@ class _Best:
             self.scores = np.take_along_axis(self.scores, keep, axis=0)
             self.rows = np.take_along_axis(self.rows, keep, axis=0)
 
-    def result(self) -> list[list[tuple[int, float]]]:
+    def result(self) -> list[Ranked]:
         order = np.argsort(-self.scores, axis=0, kind="stable")
         scores = np.take_along_axis(self.scores, order, axis=0)
         rows = np.take_along_axis(self.rows, order, axis=0)
@@ -428,7 +430,7 @@ class _Best:
 
 def _changed_rows(
     baseline: ModelTensors, candidate: ModelTensors, name: str
-) -> tuple[str, int, int, list[tuple[int, float]]]:
+) -> tuple[str, int, int, Ranked]:
     """(name, rows, changed rows, top rows by ‖Δrow‖) of an embedding matrix (one read)."""
     rows = baseline.tensors[name].shape[0]
     energy = np.zeros(rows)
