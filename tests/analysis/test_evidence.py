@@ -283,3 +283,23 @@ def test_a_model_without_a_token_embedding_has_no_evidence(tmp_path: Path) -> No
     document = json.loads(result.stdout)
     assert document["tensors"]["changed"][0]["tensor"] == name
     assert document["evidence"] is None
+
+
+def test_of_many_low_rank_suspects_the_most_changed_are_read_out(tmp_path: Path) -> None:
+    names = [f"encoder.layer.{layer}.intermediate.dense.weight" for layer in range(6)]
+    names += [f"encoder.layer.{layer}.output.dense.weight" for layer in range(2)]
+    rng = np.random.default_rng(6)
+
+    def edit(tensors: dict[str, Matrix]) -> None:
+        for number, name in enumerate(names):  # a larger edit for each later tensor
+            weight = tensors[name].astype(np.float64)
+            left, right = rng.standard_normal(weight.shape[0]), rng.standard_normal(weight.shape[1])
+            delta = _rank_one(weight, left, right, 0.02 * (number + 1))
+            tensors[name] = (weight + delta).astype(np.float32)
+
+    report = diff_models(minilm_dir(), _minilm_variant(tmp_path, edit))
+    assert all(report.spectra[name].refined for name in names)
+    assert report.evidence is not None
+    read = [direction.tensor for direction in report.evidence.directions]
+    assert read == names[:1:-1]  # the six largest, largest first, one direction each
+    assert all(direction.suspect for direction in report.evidence.directions)

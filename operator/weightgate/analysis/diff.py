@@ -27,7 +27,7 @@ from weightgate.analysis.detectors import (
     manifest_verdict,
     spectral_verdict,
 )
-from weightgate.analysis.evidence import DIRECTIONS, Evidence, read_evidence
+from weightgate.analysis.evidence import DIRECTIONS, Evidence, SuspectDirections, read_evidence
 from weightgate.analysis.manifest_diff import ManifestDiff, diff_manifests
 from weightgate.analysis.spectral import TOP_K, DeltaSketch, SingularDirections, SpectralProfile
 from weightgate.analysis.tensors import ModelTensors, open_model
@@ -97,7 +97,7 @@ def diff_models(baseline: Path, candidate: Path) -> DiffReport:
         def compare(name: str) -> _Compared:
             return _compare(before, after, name)
 
-        refined: dict[str, SingularDirections] = {}
+        suspects = SuspectDirections(after)
         # numpy releases the GIL in the work that matters: one tensor per core.
         with ThreadPoolExecutor(max_workers=len(os.sched_getaffinity(0))) as pool:
             for change, profile, directions in pool.map(compare, manifest.common):
@@ -105,8 +105,8 @@ def diff_models(baseline: Path, candidate: Path) -> DiffReport:
                 if profile is not None:
                     report.spectra[change.name] = profile
                 if directions is not None:
-                    refined[change.name] = directions
-        report.evidence = read_evidence(before, after, report.changes, report.spectra, refined)
+                    suspects.add(change, directions)
+        report.evidence = read_evidence(before, after, report.changes, report.spectra, suspects)
     report.verdicts = [
         manifest_verdict(manifest),
         flip_verdict(report.changes),

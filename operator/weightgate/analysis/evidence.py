@@ -190,12 +190,47 @@ def _named(model: ModelTensors, names: tuple[str, ...]) -> str | None:
     return None
 
 
+class SuspectDirections:
+    """The singular directions of the suspects the evidence will read out, kept as they come.
+
+    Only the ``MAX_SUSPECTS`` readable ones with the largest relative change are kept, so
+    memory stays O(MAX_SUSPECTS·(rows + cols)·DIRECTIONS) however many matrices a merged
+    LoRA made low-rank.
+    """
+
+    def __init__(self, candidate: ModelTensors) -> None:
+        self.names = embedding_names(candidate)
+        self.candidate = candidate
+        self.kept: dict[str, tuple[tuple[float, str], SingularDirections]] = {}
+
+    def add(self, change: TensorChange, directions: SingularDirections) -> None:
+        """Keep ``directions`` (of a refined suspect) if it is among the top so far."""
+        if self.names is None or not _readable(self.candidate, self.names, change.name):
+            return
+        self.kept[change.name] = (_rank_key(change), directions)
+        if len(self.kept) > MAX_SUSPECTS:
+            del self.kept[min(self.kept, key=lambda name: self.kept[name][0])]
+
+
+def _rank_key(change: TensorChange) -> tuple[float, str]:
+    """Largest relative change first; the name breaks ties the same way everywhere."""
+    return change.relative_change, change.name
+
+
+def _readable(candidate: ModelTensors, names: tuple[str, str], tensor: str) -> bool:
+    """Whether a tensor's directions can be read out (the rule above)."""
+    width = candidate.tensors[names[0]].shape[1]
+    shape = candidate.tensors[tensor].shape
+    lookup = "embed" in tensor or tensor == "wpe.weight" or tensor.endswith(".wpe.weight")
+    return tensor not in names and len(shape) == 2 and width in shape and not lookup
+
+
 def read_evidence(
     baseline: ModelTensors,
     candidate: ModelTensors,
     changes: list[TensorChange],
     spectra: dict[str, SpectralProfile],
-    refined: dict[str, SingularDirections],
+    suspects: SuspectDirections,
 ) -> Evidence | None:
     """The evidence of a diff (None for a model without a token embedding).
 
@@ -204,7 +239,7 @@ def read_evidence(
         candidate: The candidate model, open.
         changes: The census of every common tensor.
         spectra: The spectral profile of every profiled changed matrix.
-        refined: The top singular directions of the matrices whose spectrum was refined.
+        suspects: The directions kept of the matrices whose spectrum was refined.
     """
     names = embedding_names(candidate)
     if names is None:
@@ -212,20 +247,16 @@ def read_evidence(
     embedding, unembedding = names
     width = candidate.tensors[embedding].shape[1]
     changed = sorted(
-        (change for change in changes if not change.identical),
-        key=lambda change: change.relative_change,
-        reverse=True,
+        (change for change in changes if not change.identical), key=_rank_key, reverse=True
     )
     readable = [
         change.name
         for change in changed
-        if change.name in spectra
-        and change.name not in names
-        and _touches_hidden(change.name, candidate.tensors[change.name].shape, width)
+        if change.name in spectra and _readable(candidate, names, change.name)
     ]
-    suspects = [name for name in readable if name in refined][:MAX_SUSPECTS]
-    extras = [name for name in readable if name not in refined][:EXTRA_MATRICES]
-    found = {name: refined[name] for name in suspects}
+    refined = [name for name in readable if spectra[name].refined][:MAX_SUSPECTS]
+    extras = [name for name in readable if not spectra[name].refined][:EXTRA_MATRICES]
+    found = {name: suspects.kept[name][1] for name in refined}
     norms = {change.name: change.delta_norm for change in changed}
     for name in extras:
         found[name] = _directions(baseline, candidate, name, norms[name])
@@ -251,23 +282,12 @@ def read_evidence(
         width,
         source,
         note,
-        tuple(
-            direction.evidence(tokens, suspect=direction.tensor in suspects) for direction in raw
-        ),
+        tuple(direction.evidence(tokens, suspect=direction.tensor in refined) for direction in raw),
         tuple(
             RowChanges(name, total, count, tuple(_scored(top, tokens)))
             for name, total, count, top in rows
         ),
     )
-
-
-def _touches_hidden(name: str, shape: tuple[int, ...], width: int) -> bool:
-    """Whether a matrix reads from or writes to the hidden space (the rule above).
-
-    Other lookup tables (position and token-type embeddings) are rows, not maps: left out.
-    """
-    lookup = "embed" in name or name == "wpe.weight" or name.endswith(".wpe.weight")
-    return len(shape) == 2 and width in shape and not lookup
 
 
 def _directions(
