@@ -47,7 +47,8 @@ model has no token embedding)::
                    ``embedding`` when tied
     hiddenSize     the embedding width that decides which side is hidden
     tokenizer      where token strings came from: "tokenizer.json",
-                   "gguf:tokenizer.ggml.tokens", or null (ids only)
+                   "gguf:tokenizer.ggml.tokens", or null (ids only; or no token
+                   listed, when the tokenizer is not read at all)
     note           why something is missing (no tokenizer, unreadable tokenizer), or null
     directions     [{tensor, direction (1 = largest), sigma, suspect (the spectral
                    screen found the change low-rank; false for the extra most-changed
