@@ -91,6 +91,28 @@ def test_smollm2_reads_fast_and_matches_gguf_reader() -> None:
     assert parsed.trailing_bytes == 0
 
 
+def test_smollm2_token_strings_are_read_on_demand_and_match_gguf_reader() -> None:
+    data = SMOLLM2.read_bytes()
+    parsed = reader.read_gguf(data, Limits())
+    field = parsed.field("tokenizer.ggml.tokens")
+    assert field is not None and isinstance(field.value, reader.GGUFArray)
+    tokens = field.value
+    assert tokens.items is None  # too long to keep: the parse only skipped it
+    reference = gguf.GGUFReader(SMOLLM2).fields["tokenizer.ggml.tokens"]
+    expected = [bytes(reference.parts[index]).decode() for index in reference.data]
+    wanted = [0, 7042, len(expected) - 1]
+    found = reader.read_string_items(data, tokens, parsed, Limits(), [*wanted, len(expected), -1])
+    assert found == {index: expected[index] for index in wanted}
+    with pytest.raises(FormatError, match="truncated"):
+        reader.read_string_items(data[: tokens.offset + 100], tokens, parsed, Limits(), [9])
+    with pytest.raises(LimitExceeded):
+        reader.read_string_items(data, tokens, parsed, Limits(max_string_bytes=4), [9999])
+    kinds = parsed.field("tokenizer.ggml.token_type")
+    assert kinds is not None and isinstance(kinds.value, reader.GGUFArray)
+    with pytest.raises(FormatError, match="not of strings"):
+        reader.read_string_items(data, kinds.value, parsed, Limits(), [0])
+
+
 def test_smollm2_scans_clean() -> None:
     report = scan_path(SMOLLM2)
     assert report.files[0].format == "gguf"

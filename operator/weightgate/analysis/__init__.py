@@ -8,6 +8,8 @@
   versions (tensors added, removed, renamed, reshaped; per tensor the elements changed,
   exponent flips, norms, neuron concentration; the spectrum of each changed matrix);
 * :mod:`.detectors`: each detector's statistic, threshold and verdict;
+* :mod:`.evidence`: for language models, candidate trigger and target tokens (an edit's
+  singular directions through the embedding, changed embedding rows), never a verdict;
 * :mod:`.diff`: ``weightgate diff``, and :mod:`.report` / :mod:`.sarif` its renderings.
 * :mod:`.standalone`: one model's statistics without a baseline (NaN/Inf, per-family
   outliers of RMS, max |w| and kurtosis), which ``scan`` reports as warnings.

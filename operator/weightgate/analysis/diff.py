@@ -3,8 +3,9 @@
 Both models are opened for streaming (:mod:`.tensors`); their tensor lists are compared
 (:mod:`.manifest_diff`); every common tensor gets its census (:mod:`.census`) and, if it is
 a changed matrix, the profile of its change (:mod:`.spectral`), two tensors at once; then each
-detector gives its verdict (:mod:`.detectors`). The report renders as text, JSON
-(:mod:`.report`) or SARIF (:mod:`.sarif`).
+detector gives its verdict (:mod:`.detectors`), and for a language model the evidence names
+candidate trigger and target tokens (:mod:`.evidence`, informational). The report renders
+as text, JSON (:mod:`.report`) or SARIF (:mod:`.sarif`).
 """
 
 from __future__ import annotations
@@ -28,8 +29,9 @@ from weightgate.analysis.detectors import (
     manifest_verdict,
     spectral_verdict,
 )
+from weightgate.analysis.evidence import DIRECTIONS, Evidence, SuspectDirections, read_evidence
 from weightgate.analysis.manifest_diff import ManifestDiff, diff_manifests
-from weightgate.analysis.spectral import TOP_K, DeltaSketch, SpectralProfile
+from weightgate.analysis.spectral import TOP_K, DeltaSketch, SingularDirections, SpectralProfile
 from weightgate.analysis.tensors import ModelTensors, open_model
 from weightgate.errors import InputError
 
@@ -54,6 +56,8 @@ class DiffReport:
     """Tensor -> (file relative to its model, byte offset of its data): the candidate's, or
     the baseline's for a removed tensor."""
     verdicts: list[Verdict] = field(default_factory=list)
+    evidence: Evidence | None = None
+    """Candidate trigger and target tokens (:mod:`.evidence`): informational, never a verdict."""
 
     @property
     def failed(self) -> bool:
@@ -103,19 +107,23 @@ def diff_models(
             report.locations.update({name: (t.file, t.offset) for name, t in tensors.items()})
         report.matrices = sum(_is_matrix(before.tensors[name].shape) for name in manifest.common)
 
-        def compare(name: str) -> tuple[TensorChange, SpectralProfile | None]:
+        def compare(name: str) -> _Compared:
             return _compare(before, after, name)
 
+        suspects = SuspectDirections(after)
         # numpy releases the GIL in the work that matters: one tensor per core, each with one
         # BLAS thread (a BLAS pool per worker on the same cores made SmolLM2 diffs 3-8x slower).
         with (
             threadpool_limits(limits=1, user_api="blas"),
             ThreadPoolExecutor(max_workers=len(os.sched_getaffinity(0))) as pool,
         ):
-            for change, profile in pool.map(compare, manifest.common):
+            for change, profile, directions in pool.map(compare, manifest.common):
                 report.changes.append(change)
                 if profile is not None:
                     report.spectra[change.name] = profile
+                if directions is not None:
+                    suspects.add(change, directions)
+        report.evidence = read_evidence(before, after, report.changes, report.spectra, suspects)
     report.verdicts = [
         manifest_verdict(manifest),
         flip_verdict(report.changes),
@@ -126,20 +134,26 @@ def diff_models(
     return report
 
 
-def _compare(
-    before: ModelTensors, after: ModelTensors, name: str
-) -> tuple[TensorChange, SpectralProfile | None]:
-    """The census of one tensor and, for a changed matrix, the profile of its change."""
+_Compared = tuple[TensorChange, SpectralProfile | None, SingularDirections | None]
+
+
+def _compare(before: ModelTensors, after: ModelTensors, name: str) -> _Compared:
+    """The census of one tensor and, for a changed matrix, the profile of its change.
+
+    A suspect also keeps its top singular directions, for the evidence.
+    """
     shape = before.tensors[name].shape
     profiled = _is_matrix(shape) and min(shape[0], math.prod(shape[1:])) >= MIN_PROFILED_SIDE
     sketch = DeltaSketch(shape[0], math.prod(shape[1:])) if profiled else None
     change = census(before, after, name, sketch)
     if sketch is None or change.identical or change.non_finite:
-        return change, None
+        return change, None, None
     profile = sketch.estimate(name)
     if low_rank(profile):  # a suspect: read it again for the exact spectrum
-        profile = sketch.refine(name, delta_blocks(before, after, name), change.delta_norm)
-    return change, profile
+        blocks = delta_blocks(before, after, name)
+        profile, directions = sketch.refine_directions(name, blocks, change.delta_norm, DIRECTIONS)
+        return change, profile, directions
+    return change, profile, None
 
 
 def _is_matrix(shape: tuple[int, ...]) -> bool:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 import mmap
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 import numpy as np
 from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType
@@ -19,8 +19,10 @@ from gguf.quants import dequantize
 from weightgate.analysis.dtypes import ELEMENT_TYPES, Values
 from weightgate.analysis.tensor_info import FileBytes, TensorInfo, plain_values
 from weightgate.errors import FormatError
-from weightgate.formats.gguf import read_gguf
+from weightgate.formats.gguf import GGUFArray, read_gguf, read_string_items
 from weightgate.formats.limits import Limits
+
+TOKENS_KEY = "tokenizer.ggml.tokens"
 
 
 class GGUFTensorFile:
@@ -28,8 +30,10 @@ class GGUFTensorFile:
 
     def __init__(self, data: mmap.mmap, source: FileBytes, limits: Limits) -> None:
         self.source = source
+        self.limits = limits
         relative = source.name
         parsed = read_gguf(data, limits)
+        self.header = parsed
         if parsed.big_endian:
             raise FormatError(f"{relative}: big-endian GGUF is not supported by the analysis")
         if parsed.problems:
@@ -60,6 +64,21 @@ class GGUFTensorFile:
                     tensor.n_bytes,
                 )
             )
+
+    def tokens(self, ids: Iterable[int]) -> dict[int, str] | None:
+        """Tokens ``ids`` of the vocabulary in the metadata (``tokenizer.ggml.tokens``), or None.
+
+        The header is read again (its size was bounded by the parse), walked only as far
+        as the largest id.
+        """
+        field = self.header.field(TOKENS_KEY)
+        if field is None or not isinstance(field.value, GGUFArray):
+            return None
+        header = self.source.read(0, self.header.data_offset)
+        try:
+            return read_string_items(header, field.value, self.header, self.limits, ids)
+        except FormatError as exc:
+            raise FormatError(f"{self.source.name}: {TOKENS_KEY}: {exc}", exc.offset) from exc
 
     def values(self, tensor: TensorInfo, chunk_elements: int) -> Iterator[Values]:
         """Dequantised values, whole rows at a time (at least one row per chunk)."""

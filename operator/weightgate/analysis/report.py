@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from weightgate.analysis.diff import DiffReport
+from weightgate.analysis.evidence import Evidence, Readout, TokenScore, evidence_to_dict
 from weightgate.analysis.spectral import SpectralProfile
 
 
@@ -60,6 +61,7 @@ def report_to_dict(report: DiffReport) -> dict[str, Any]:
                 for change in report.changed
             ],
         },
+        "evidence": evidence_to_dict(report.evidence),
     }
 
 
@@ -116,6 +118,7 @@ def render_text(
         lines.append(f"  ... {len(changed) - limit} more (--format json lists all)")
     for path, what in report.manifest.files:
         lines.append(f"file {what}: {path}")
+    lines.extend(_evidence_text(report.evidence))
     lines.append("")
     lines.append("FAIL: the gate failed" if report.failed else "PASS: no detector failed")
     return "\n".join(lines) + "\n"
@@ -127,6 +130,43 @@ def _spectrum_text(profile: SpectralProfile | None) -> str:
     return (
         f", rank {profile.rank} ({profile.rank_energy:.0%}), stable rank {profile.stable_rank:.3g}"
     )
+
+
+def _evidence_text(evidence: Evidence | None) -> list[str]:
+    """The evidence section: only when there is something to show."""
+    if evidence is None or not (evidence.directions or evidence.rows):
+        return []
+    source = evidence.tokenizer or "none, token ids only"
+    lines = ["", f"Evidence (informational; tokens from {source}):"]
+    if evidence.note:
+        lines.append(f"  note: {evidence.note}")
+    for direction in evidence.directions:
+        kind = "low-rank suspect" if direction.suspect else "most changed"
+        lines.append(
+            f"  {direction.tensor} direction {direction.index} "
+            f"(sigma {direction.sigma:.3g}, {kind}):"
+        )
+        for label, readout in (("targets", direction.targets), ("triggers", direction.triggers)):
+            lines.extend(_readout_text(label, readout))
+    for rows in evidence.rows:
+        listed = ", ".join(f"{_token_text(t)} {t.score:.3g}" for t in rows.top)
+        lines.append(f"  {rows.tensor}: {rows.changed_rows} of {rows.rows} rows changed: {listed}")
+    return lines
+
+
+def _readout_text(label: str, readout: Readout | None) -> list[str]:
+    if readout is None:
+        return []
+    return [
+        f"    {label if sign == '+' else '':<8} {sign} "
+        + ", ".join(f"{_token_text(t)} {t.score:.2f}" for t in matches)
+        for sign, matches in (("+", readout.positive), ("-", readout.negative))
+    ]
+
+
+def _token_text(token: TokenScore) -> str:
+    # repr() shows whitespace and escapes control characters a hostile vocabulary may hold.
+    return f"{token.token!r}#{token.id}" if token.token is not None else f"#{token.id}"
 
 
 def _number(value: float) -> float | str:

@@ -2,7 +2,9 @@
 
 One rule per detector (``diff.manifest``, ``diff.bit-flips``, ``diff.census``,
 ``diff.spectral``); each result points at the candidate file that holds the tensor, at the
-tensor's first byte, so code-scanning dashboards show where the change is.
+tensor's first byte, so code-scanning dashboards show where the change is. For a language
+model, a result about a tensor read out by :mod:`.evidence` carries that tensor's candidate
+trigger/target tokens (or changed embedding rows) in its ``evidence`` property.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from typing import Any
 
 from weightgate.analysis.detectors import DETECTORS
 from weightgate.analysis.diff import DiffReport
+from weightgate.analysis.evidence import tensor_evidence_dict
 from weightgate.sarif import sarif_log
 
 
@@ -43,6 +46,9 @@ def diff_to_sarif(report: DiffReport, version: str) -> dict[str, Any]:
                 "message": {"text": f"{tensor}: {verdict.message}" if tensor else verdict.message},
                 "properties": {"tensor": tensor or None},
             }
+            evidence = tensor_evidence_dict(report.evidence, tensor)
+            if evidence is not None:
+                result["properties"]["evidence"] = evidence
             if location is not None:
                 path, offset = location
                 result["locations"] = [

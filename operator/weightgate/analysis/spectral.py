@@ -51,6 +51,20 @@ class SpectralProfile:
     refined: bool
 
 
+@dataclass(frozen=True)
+class SingularDirections:
+    """ΔW's top singular triplets: ΔW ≈ Σ sigma[i]·left[:, i]·right[i]ᵀ.
+
+    ``left`` (rows x k) lives in the matrix's output space (its first dimension), ``right``
+    (k x cols) in its input space; each pair's sign is arbitrary (-u, -v is as good).
+    """
+
+    name: str
+    sigma: npt.NDArray[np.float64]
+    left: npt.NDArray[np.float64]
+    right: npt.NDArray[np.float64]
+
+
 class DeltaSketch:
     """The range sketch Y = ΔW·Ω, fed one block of rows of ΔW at a time."""
 
@@ -76,12 +90,29 @@ class DeltaSketch:
         self, name: str, blocks: Iterable[tuple[int, Matrix]], delta_norm: float
     ) -> SpectralProfile:
         """The exact top of the spectrum from a second read of ΔW's row blocks."""
+        return self.refine_directions(name, blocks, delta_norm, keep=0)[0]
+
+    def refine_directions(
+        self, name: str, blocks: Iterable[tuple[int, Matrix]], delta_norm: float, keep: int
+    ) -> tuple[SpectralProfile, SingularDirections]:
+        """:meth:`refine`, also keeping the top ``keep`` singular vectors (for the evidence).
+
+        With B = QᵀΔW = U_B·S·V_Bᵀ, ΔW's top left vectors are Q·U_B and its right vectors
+        V_B's rows: memory O((rows + cols)·keep) beyond the sketch.
+        """
         basis, _ = np.linalg.qr(self.range.astype(np.float64))
         projected = np.zeros((basis.shape[1], self.omega.shape[0]))
         for first_row, block in blocks:
             projected += basis[first_row : first_row + block.shape[0]].T @ block
-        sigma = np.linalg.svd(projected, compute_uv=False)[:TOP_K]
-        return spectrum_profile(name, np.asarray(sigma, dtype=np.float64), delta_norm, refined=True)
+        left, sigma, right = np.linalg.svd(projected, full_matrices=False)
+        profile = spectrum_profile(
+            name, np.asarray(sigma[:TOP_K], dtype=np.float64), delta_norm, refined=True
+        )
+        kept = min(keep, sigma.size)
+        directions = SingularDirections(
+            name, sigma[:kept].copy(), basis @ left[:, :kept], right[:kept].copy()
+        )
+        return profile, directions
 
 
 def spectrum_profile(

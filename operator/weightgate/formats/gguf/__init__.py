@@ -2,7 +2,8 @@
 
 Modules:
 
-- ``header``: :func:`read_gguf`: the header, its key/values and tensor infos.
+- ``header``: :func:`read_gguf`: the header, its key/values and tensor infos;
+  :func:`read_string_items`: chosen items of a long string array (tokens).
 - ``layout``: tensor sizes and the data layout, checked as llama.cpp's loader checks them.
 - ``types``: the type tables and the records the reader returns.
 """
@@ -16,6 +17,7 @@ from weightgate.formats.gguf.header import (
     SUPPORTED_VERSIONS,
     GGUFFile,
     read_gguf,
+    read_string_items,
 )
 from weightgate.formats.gguf.types import (
     GGML_TYPES,
@@ -45,4 +47,5 @@ __all__ = [
     "GGUFValue",
     "GGUFValueType",
     "read_gguf",
+    "read_string_items",
 ]

@@ -21,6 +21,7 @@ by the package), the tensor size and layout checks in :mod:`weightgate.formats.g
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from weightgate.errors import FormatError, LimitExceeded
@@ -89,6 +90,37 @@ def read_gguf(data: BytesLike, limits: Limits) -> GGUFFile:
         LimitExceeded: A count, length or the header size exceeds ``limits``.
     """
     return _Reader(memoryview(data), limits).read()
+
+
+def read_string_items(
+    data: BytesLike, array: GGUFArray, header: GGUFFile, limits: Limits, indices: Iterable[int]
+) -> dict[int, str]:
+    """Items ``indices`` of a string array of ``header`` (the parse only skips long arrays).
+
+    ``data`` holds the file's bytes from its start at least to the array's end (the header
+    suffices). The walk stops after the last index wanted and decodes only those, so a
+    tokenizer's 200k tokens cost no more than the few asked for; every length is checked
+    again, as in :func:`read_gguf`. Indices outside the array are left out.
+
+    Raises:
+        FormatError: ``array`` does not hold strings, or ``data`` ends inside it.
+        LimitExceeded: A string exceeds ``limits.max_string_bytes``.
+    """
+    if array.item_type is not GGUFValueType.STRING:
+        raise FormatError(f"array of {array.item_type.name}, not of strings", array.offset)
+    wanted = {index for index in indices if 0 <= index < array.count}
+    if array.items is not None:
+        return {index: str(array.items[index]) for index in wanted}
+    reader = _Reader(memoryview(data), limits)
+    reader.order = ">" if header.big_endian else "<"
+    reader.wide = header.version >= 2
+    reader.pos = array.offset
+    items = {}
+    for index in range(max(wanted, default=-1) + 1):
+        value = reader.string()
+        if index in wanted:
+            items[index] = value.decode("utf-8", "replace")
+    return items
 
 
 class _Reader:
