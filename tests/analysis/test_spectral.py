@@ -145,3 +145,15 @@ def test_a_merged_benign_lora_in_every_layer_is_not_an_edit(tmp_path: Path) -> N
     assert verdicts["spectral"].status == "pass", verdicts["spectral"].message
     assert "none stands out of its family" in verdicts["spectral"].message
     assert all(report.spectra[name].rank == 8 for name in change)
+
+
+def test_an_exact_low_rank_change_has_that_rank_not_its_rounding_noise() -> None:
+    # Two rows changed: rank 2 exactly; the values below are float32 rounding, not directions.
+    rng = np.random.default_rng(3)
+    delta = np.zeros((384, 1536), dtype=np.float32)
+    delta[[5, 90]] = rng.standard_normal((2, 1536)).astype(np.float32)
+    sketch = DeltaSketch(*delta.shape)
+    sketch.add(0, delta)
+    refined = sketch.refine("rows", [(0, delta)], float(np.linalg.norm(delta)))
+    assert refined.rank == 2
+    assert refined.rank_energy > 0.99

@@ -14,7 +14,8 @@ Statistics (``‖·‖`` is the Frobenius norm, exact, from the census):
 * ``sigma``: the top ``TOP_K`` singular values of ΔW (estimated unless ``refined``);
 * ``stable_rank``: ‖ΔW‖² / s1² (1 for a rank-one edit, large for a dense fine-tune delta);
 * ``rank``: how many leading singular values stand out: s_i more than ``RANK_GAP`` times the
-  median of the lower half of the top ``TOP_K`` (the noise floor). Quantisation noise or a
+  median of the lower half of the top ``TOP_K`` (the noise floor, at least
+  ``NUMERICAL_FLOOR`` of s1). Quantisation noise or a
   light fine-tune on top of an edit raises the floor, not this count;
 * ``rank_energy``: the share of ‖ΔW‖² in those ``rank`` directions;
 * ``entropy``: the Shannon entropy (bits) of s_i² / sum(s_j²) over the top ``TOP_K``.
@@ -36,6 +37,9 @@ Matrix = npt.NDArray[np.floating[Any]]
 TOP_K = 16
 RANGE_WIDTH = 24
 RANK_GAP = 3.0
+NUMERICAL_FLOOR = 1e-4
+"""The noise floor is at least this share of s1: a change of exactly rank r leaves values at
+float32 rounding level below it, which would otherwise all stand out of a floor near 0."""
 
 
 @dataclass(frozen=True)
@@ -123,6 +127,7 @@ def spectrum_profile(
     if total == 0 or sigma.size == 0 or sigma[0] == 0 or not np.isfinite(sigma).all():
         return SpectralProfile(name, (), 0.0, 0, 0.0, 0.0, refined)
     floor = float(np.median(sigma[len(sigma) // 2 :])) if len(sigma) > 1 else 0.0
+    floor = max(floor, NUMERICAL_FLOOR * float(sigma[0]))
     # Leading values only: the count stops at the first one that does not stand out.
     rank = next((i for i, value in enumerate(sigma) if value <= RANK_GAP * floor), len(sigma))
     shares = sigma**2 / float(np.sum(sigma**2))
