@@ -8,7 +8,8 @@ thresholds (fixed on the benign cases, see ``weightgate.analysis.detectors``), t
 failed or warned about (warning-only detectors included), the share of detections in which
 the edited tensor is the one the report names first, and the AUROC of a suspicion score
 against all benign cases of the same model. The benign rows give the false-positive rates. A
-second table gives each detector's own AUROC per attack family. Thresholds are never tuned
+second table gives each detector's own AUROC per attack family (at or below 0.5: the detector
+does not look at that kind of change; another one catches it). Thresholds are never tuned
 here on the positives.
 
 Detector scores (the statistic each detector thresholds, at its most suspicious tensor):

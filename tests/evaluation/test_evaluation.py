@@ -14,6 +14,10 @@ import pytest
 from tests.evaluation.__main__ import run_all
 from tests.evaluation.suite import Outcome, detector_table, table
 
+# The first test pays for building and diffing every case of three models (about 4 minutes
+# on two idle cores): more than the suite's default per-test limit.
+pytestmark = pytest.mark.timeout(1800)
+
 
 @pytest.fixture(scope="module")
 def outcomes(tmp_path_factory: pytest.TempPathFactory, corpus_dir: Path) -> list[Outcome]:
