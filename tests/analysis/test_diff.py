@@ -14,12 +14,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.builders.minilm import Arrays, minilm_variant
+from tests.builders.minilm import EDITED, Arrays, minilm_variant, rank_one_edit
 from tests.cli_process import run
 from tests.models import minilm_dir, smollm2_gguf
 from weightgate.analysis.diff import diff_models
-
-EDITED = "encoder.layer.3.intermediate.dense.weight"
 
 
 def test_a_resaved_copy_has_an_empty_diff_and_exits_0(tmp_path: Path) -> None:
@@ -32,15 +30,6 @@ def test_a_resaved_copy_has_an_empty_diff_and_exits_0(tmp_path: Path) -> None:
     result = run("diff", minilm_dir(), resaved)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "104 tensors compared: 104 identical, 0 changed" in result.stdout
-
-
-def rank_one_edit(tensors: Arrays) -> None:
-    weight = tensors[EDITED]
-    rng = np.random.default_rng(7)
-    u = rng.standard_normal(weight.shape[0]).astype(np.float32)
-    v = rng.standard_normal(weight.shape[1]).astype(np.float32)
-    delta = 0.01 * np.outer(u, v) / np.sqrt(weight.shape[1])
-    tensors[EDITED] = (weight + delta).astype(np.float32)
 
 
 def test_a_single_tensor_edit_fails_and_names_the_tensor(tmp_path: Path) -> None:

@@ -18,8 +18,7 @@ from pathlib import Path
 import pytest
 from sarif_pydantic import Sarif
 
-from tests.analysis.test_diff import EDITED, rank_one_edit
-from tests.builders.minilm import minilm_variant
+from tests.builders.minilm import EDITED, minilm_variant, rank_one_edit
 from tests.cli_process import run
 from tests.models import minilm_dir
 from tests.servers.hf_hub import Fault, LocalHub

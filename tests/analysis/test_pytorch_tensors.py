@@ -24,6 +24,7 @@ import pytest
 from safetensors.numpy import load_file, save_file
 
 from tests.builders import torch_checkpoint as tc
+from tests.builders.minilm import EDITED, rank_one_edit
 from tests.cli_process import run
 from tests.models import minilm_dir
 from weightgate.analysis.pytorch_tensors import ROOT_NAME
@@ -32,7 +33,6 @@ from weightgate.errors import InputError
 
 TORCH_WRITTEN = Path("/work/shared/corpus/picklescan/data/new_pytorch_model.bin")
 LEGACY_TORCH = Path("/work/shared/corpus/picklescan/data/pytorch_model.bin")
-EDITED = "encoder.layer.3.intermediate.dense.weight"
 Arrays = dict[str, npt.NDArray[Any]]
 
 
@@ -111,14 +111,9 @@ def test_a_rewritten_checkpoint_has_an_empty_diff(
 def test_a_rank_one_edit_fails_and_names_the_tensor(
     tmp_path: Path, minilm_checkpoint: Path, minilm_arrays: Arrays
 ) -> None:
-    weight = minilm_arrays[EDITED]
-    rng = np.random.default_rng(7)
-    u = rng.standard_normal(weight.shape[0]).astype(np.float32)
-    v = rng.standard_normal(weight.shape[1]).astype(np.float32)
-    delta = 0.01 * np.outer(u, v) / np.sqrt(weight.shape[1])
-    edited = _checkpoint(
-        tmp_path / "edited.bin", {**minilm_arrays, EDITED: (weight + delta).astype(np.float32)}
-    )
+    edited_arrays = dict(minilm_arrays)
+    rank_one_edit(edited_arrays)
+    edited = _checkpoint(tmp_path / "edited.bin", edited_arrays)
     result = run("diff", minilm_checkpoint, edited, "--format", "json")
     assert result.returncode == 2, result.stderr
     document = json.loads(result.stdout)
