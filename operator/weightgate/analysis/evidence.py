@@ -33,14 +33,15 @@ Two readouts, both over the candidate's own token embedding:
   ids: a remapped or implanted trigger token changes its own row. Read once more, a block
   of rows at a time (non-finite changes count as zero here; the bit-flip detector has them).
 
-Token strings come from the candidate's ``tokenizer.json`` (the ``tokenizers`` package's
-``id_to_token``: the vocabulary entry as stored, so byte-level BPE shows a leading space as
-``Ġ`` and SentencePiece as ``▁``), else from the GGUF metadata ``tokenizer.ggml.tokens`` of
-the file holding the embedding. Without either (or if it cannot be read: ``note`` says why)
-token ids only. Reading the embedding is streamed, a block of rows at a time.
+Token strings (:mod:`.vocabulary`) come from the candidate's ``tokenizer.json`` (the
+``tokenizers`` package's ``id_to_token``: the vocabulary entry as stored, so byte-level BPE
+shows a leading space as ``Ġ`` and SentencePiece as ``▁``), else from the GGUF metadata
+``tokenizer.ggml.tokens`` of the file holding the embedding. Without either (or if it cannot
+be read: ``note`` says why) token ids only. Reading the embedding is streamed, a block of
+rows at a time.
 
-JSON (``report_to_dict(report)["evidence"]``, :func:`evidence_to_dict`; ``null`` when the
-model has no token embedding)::
+JSON (``report_to_dict(report)["evidence"]``, :func:`.report.evidence_to_dict`; ``null``
+when the model has no token embedding)::
 
     embedding      name of the token embedding (trigger readout, changed rows)
     unembedding    name of the output embedding (target readout); equal to
@@ -57,8 +58,8 @@ model has no token embedding)::
                    token being {id, token (string or null), cosine}
     embeddingRows  [{tensor, rows, changedRows, top: [{id, token, deltaNorm}]}]
 
-SARIF puts the same for one tensor (:func:`tensor_evidence_dict`) in the ``evidence``
-property of each result about that tensor.
+SARIF puts the same for one tensor (:func:`.report.tensor_evidence_dict`) in the
+``evidence`` property of each result about that tensor.
 """
 
 from __future__ import annotations
@@ -66,19 +67,15 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from tokenizers import Tokenizer
 
 from weightgate.analysis.census import TensorChange, delta_blocks
-from weightgate.analysis.gguf_tensors import TOKENS_KEY, GGUFTensorFile
 from weightgate.analysis.spectral import DeltaSketch, SingularDirections, SpectralProfile
 from weightgate.analysis.tensor_info import CHUNK_ELEMENTS
 from weightgate.analysis.tensors import ModelTensors
-from weightgate.errors import FormatError
-from weightgate.formats.limits import Limits
+from weightgate.analysis.vocabulary import vocabulary
 
 DIRECTIONS = 3
 """Singular directions read out per matrix."""
@@ -101,8 +98,6 @@ INPUT_EMBEDDINGS = (
 """Token embedding names (the tensor's name, or its last dotted parts)."""
 OUTPUT_EMBEDDINGS = ("output.weight", "lm_head.weight", "embed_out.weight")
 """Separate unembedding names; without one the embedding is tied."""
-TOKENIZER_FILE = "tokenizer.json"
-MAX_TOKENIZER_BYTES = Limits().max_json_bytes
 
 Vector = npt.NDArray[np.float64]
 Ranked = list[tuple[int, float]]
@@ -462,94 +457,3 @@ def _changed_rows(
     changed = np.flatnonzero(energy)
     top = changed[np.argsort(-energy[changed], kind="stable")[:CHANGED_ROWS]]
     return name, rows, int(changed.size), [(int(row), math.sqrt(energy[row])) for row in top]
-
-
-def vocabulary(
-    model: ModelTensors, embedding: str, ids: Iterable[int]
-) -> tuple[dict[int, str], str | None, str | None]:
-    """(token strings of ``ids``, where they came from, why there are none), for a model.
-
-    The model's ``tokenizer.json`` first, else the GGUF token list of the file holding the
-    embedding. A tokenizer that cannot be read leaves ids only and says why: the evidence
-    is informational, and the tokenizer file's own change is the manifest's business.
-    """
-    ids = sorted(set(ids))
-    if TOKENIZER_FILE in model.other_files:
-        path = model.root / TOKENIZER_FILE
-        try:
-            size = path.stat().st_size
-            if size > MAX_TOKENIZER_BYTES:
-                return {}, None, f"{TOKENIZER_FILE} is {size} bytes (over {MAX_TOKENIZER_BYTES})"
-            tokenizer = Tokenizer.from_file(str(path))
-        except Exception as exc:  # the Rust binding raises plain Exception for bad JSON
-            return {}, None, f"{TOKENIZER_FILE} unreadable: {exc}"
-        found = {token: tokenizer.id_to_token(token) for token in ids}
-        return (
-            {token: text for token, text in found.items() if text is not None},
-            TOKENIZER_FILE,
-            None,
-        )
-    reader = model.readers[model.tensors[embedding].file]
-    if isinstance(reader, GGUFTensorFile):
-        try:
-            tokens = reader.tokens(ids)
-        except FormatError as exc:
-            return {}, None, str(exc)
-        if tokens is not None:
-            return tokens, f"gguf:{TOKENS_KEY}", None
-    return {}, None, f"no {TOKENIZER_FILE} or GGUF {TOKENS_KEY}: token ids only"
-
-
-def evidence_to_dict(evidence: Evidence | None) -> dict[str, Any] | None:
-    """The JSON form (field names in the module docstring)."""
-    if evidence is None:
-        return None
-    return {
-        "embedding": evidence.embedding,
-        "unembedding": evidence.unembedding,
-        "hiddenSize": evidence.width,
-        "tokenizer": evidence.tokenizer,
-        "note": evidence.note,
-        "directions": [_direction_dict(direction) for direction in evidence.directions],
-        "embeddingRows": [_rows_dict(rows) for rows in evidence.rows],
-    }
-
-
-def tensor_evidence_dict(evidence: Evidence | None, tensor: str) -> dict[str, Any] | None:
-    """The evidence about one tensor (its directions, or its changed rows), or None."""
-    if evidence is None:
-        return None
-    directions = [_direction_dict(d) for d in evidence.directions if d.tensor == tensor]
-    rows = [_rows_dict(rows) for rows in evidence.rows if rows.tensor == tensor]
-    if not directions and not rows:
-        return None
-    return {"tokenizer": evidence.tokenizer, "directions": directions, "embeddingRows": rows}
-
-
-def _direction_dict(direction: DirectionEvidence) -> dict[str, Any]:
-    return {
-        "tensor": direction.tensor,
-        "direction": direction.index,
-        "sigma": direction.sigma,
-        "suspect": direction.suspect,
-        "targets": _readout_dict(direction.targets),
-        "triggers": _readout_dict(direction.triggers),
-    }
-
-
-def _readout_dict(readout: Readout | None) -> dict[str, Any] | None:
-    if readout is None:
-        return None
-    return {
-        sign: [{"id": t.id, "token": t.token, "cosine": t.score} for t in matches]
-        for sign, matches in (("positive", readout.positive), ("negative", readout.negative))
-    }
-
-
-def _rows_dict(rows: RowChanges) -> dict[str, Any]:
-    return {
-        "tensor": rows.tensor,
-        "rows": rows.rows,
-        "changedRows": rows.changed_rows,
-        "top": [{"id": t.id, "token": t.token, "deltaNorm": t.score} for t in rows.top],
-    }

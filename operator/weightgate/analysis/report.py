@@ -7,7 +7,13 @@ from collections.abc import Sequence
 from typing import Any
 
 from weightgate.analysis.diff import DiffReport
-from weightgate.analysis.evidence import Evidence, Readout, TokenScore, evidence_to_dict
+from weightgate.analysis.evidence import (
+    DirectionEvidence,
+    Evidence,
+    Readout,
+    RowChanges,
+    TokenScore,
+)
 from weightgate.analysis.spectral import SpectralProfile
 
 
@@ -172,3 +178,58 @@ def _token_text(token: TokenScore) -> str:
 def _number(value: float) -> float | str:
     # JSON has no NaN or Infinity; say them as text.
     return value if math.isfinite(value) else str(value)
+
+
+def evidence_to_dict(evidence: Evidence | None) -> dict[str, Any] | None:
+    """The JSON form (field names in the module docstring)."""
+    if evidence is None:
+        return None
+    return {
+        "embedding": evidence.embedding,
+        "unembedding": evidence.unembedding,
+        "hiddenSize": evidence.width,
+        "tokenizer": evidence.tokenizer,
+        "note": evidence.note,
+        "directions": [_direction_dict(direction) for direction in evidence.directions],
+        "embeddingRows": [_rows_dict(rows) for rows in evidence.rows],
+    }
+
+
+def tensor_evidence_dict(evidence: Evidence | None, tensor: str) -> dict[str, Any] | None:
+    """The evidence about one tensor (its directions, or its changed rows), or None."""
+    if evidence is None:
+        return None
+    directions = [_direction_dict(d) for d in evidence.directions if d.tensor == tensor]
+    rows = [_rows_dict(rows) for rows in evidence.rows if rows.tensor == tensor]
+    if not directions and not rows:
+        return None
+    return {"tokenizer": evidence.tokenizer, "directions": directions, "embeddingRows": rows}
+
+
+def _direction_dict(direction: DirectionEvidence) -> dict[str, Any]:
+    return {
+        "tensor": direction.tensor,
+        "direction": direction.index,
+        "sigma": direction.sigma,
+        "suspect": direction.suspect,
+        "targets": _readout_dict(direction.targets),
+        "triggers": _readout_dict(direction.triggers),
+    }
+
+
+def _readout_dict(readout: Readout | None) -> dict[str, Any] | None:
+    if readout is None:
+        return None
+    return {
+        sign: [{"id": t.id, "token": t.token, "cosine": t.score} for t in matches]
+        for sign, matches in (("positive", readout.positive), ("negative", readout.negative))
+    }
+
+
+def _rows_dict(rows: RowChanges) -> dict[str, Any]:
+    return {
+        "tensor": rows.tensor,
+        "rows": rows.rows,
+        "changedRows": rows.changed_rows,
+        "top": [{"id": t.id, "token": t.token, "deltaNorm": t.score} for t in rows.top],
+    }

@@ -13,7 +13,7 @@ from typing import Any
 
 from weightgate.analysis.detectors import DETECTORS
 from weightgate.analysis.diff import DiffReport
-from weightgate.analysis.evidence import tensor_evidence_dict
+from weightgate.analysis.report import tensor_evidence_dict
 from weightgate.sarif import sarif_log
 
 
