@@ -12,7 +12,7 @@ from safetensors.numpy import save_file
 from tests.conftest import CORPUS
 from tests.evaluation import cases
 from tests.evaluation.gguf_candidates import gguf_writer
-from tests.evaluation.suite import Outcome, detector_table, evaluate, table
+from tests.evaluation.suite import Outcome, benign_maxima, detector_table, evaluate, table
 from tests.models import smollm2_gguf
 
 
@@ -39,7 +39,9 @@ def run_all(work: Path, corpus: Path = CORPUS) -> list[Outcome]:
 def main() -> int:
     with tempfile.TemporaryDirectory(prefix="weightgate-evaluation-") as scratch:
         outcomes = run_all(Path(scratch))
-    sys.stdout.write(table(outcomes) + "\n" + detector_table(outcomes))
+    sys.stdout.write(
+        table(outcomes) + "\n" + detector_table(outcomes) + "\n" + benign_maxima(outcomes)
+    )
     return 0
 
 

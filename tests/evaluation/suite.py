@@ -182,3 +182,21 @@ def detector_table(outcomes: list[Outcome]) -> str:
             + " |"
         )
     return "\n".join(rows) + "\n"
+
+
+def benign_maxima(outcomes: list[Outcome]) -> str:
+    """Per model, each detector's largest score over the benign cases: where thresholds sit."""
+    detectors = list(outcomes[0].scores) if outcomes else []
+    rows = [
+        "| model (largest benign score) | n | " + " | ".join(detectors) + " |",
+        "| --- | --- | " + " | ".join("---" for _ in detectors) + " |",
+    ]
+    models = dict.fromkeys(o.case.model for o in outcomes)
+    for model in models:
+        negatives = [o for o in outcomes if o.case.model == model and not o.case.positive]
+        if negatives:
+            tops = [max(o.scores[d] for o in negatives) for d in detectors]
+            rows.append(
+                f"| {model} | {len(negatives)} | " + " | ".join(f"{t:.2f}" for t in tops) + " |"
+            )
+    return "\n".join(rows) + "\n"

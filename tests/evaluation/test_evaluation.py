@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.evaluation.__main__ import run_all
-from tests.evaluation.suite import Outcome, detector_table, table
+from tests.evaluation.suite import Outcome, benign_maxima, detector_table, table
 
 # The first test pays for building and diffing every case of three models (about 4 minutes
 # on two idle cores): more than the suite's default per-test limit.
@@ -27,7 +27,7 @@ def outcomes(tmp_path_factory: pytest.TempPathFactory, corpus_dir: Path) -> list
 def test_the_table_is_printed(outcomes: list[Outcome], capsys: pytest.CaptureFixture[str]) -> None:
     text = table(outcomes)
     with capsys.disabled():
-        print("\n" + text + "\n" + detector_table(outcomes))
+        print("\n" + text + "\n" + detector_table(outcomes) + "\n" + benign_maxima(outcomes))
     assert "| small MLP (numpy-trained) | ROME rank-one | 2% |" in text
     assert "| all-MiniLM-L6-v2 | benign: re-save |" in text
     assert "| SmolLM2-135M (Q4_1 GGUF) | ROME rank-one | 2% |" in text

@@ -23,7 +23,8 @@ Detectors and their verdicts (``fail`` fails the gate, exit 2):
   because real fine-tune deltas are themselves low-rank (the evaluation's fine-tunes put
   50-95% of a matrix's change in its top 2-9 directions), so "low-rank and confined" alone
   denied benign fine-tunes.
-* ``localisation`` (warning only until the evaluation suite calibrates it): matrices whose
+* ``localisation`` (a warning, never a failure: benign changes reach its thresholds, see
+  ``MIN_NEURON_SHARE``; it points at where to look, the detectors above decide): matrices whose
   change is concentrated in a few neurons (the top 1% of rows or columns hold at least
   ``MIN_NEURON_SHARE`` of ‖ΔW‖²: handcrafted backdoors rewrite a handful of neurons), and
   tensors whose relative change ‖ΔW‖/‖W‖ is a robust outlier in their family (the same
@@ -49,6 +50,7 @@ from weightgate.analysis.manifest_diff import ManifestDiff
 from weightgate.analysis.spectral import SpectralProfile
 
 MAX_FLIP_ELEMENTS = 64
+"""Bit-flip attacks flip 1-10s of exponents; no benign case changes so few, and only there."""
 MAX_EDITED_TENSORS = 6
 """MEMIT spreads an edit over 3-6 layers; ROME and neuron backdoors touch one matrix."""
 MAX_EDITED_SHARE = 0.25
@@ -82,7 +84,8 @@ DETECTORS = {
     "localisation": (
         "A change is concentrated in a few neurons, or stands out from its layer family",
         "Handcrafted backdoors rewrite a few neurons; edits change one layer far more than "
-        "the same matrix in the other layers. Reported as a warning until calibrated.",
+        "the same matrix in the other layers. A warning only: benign changes can look "
+        "like this too, so it shows where to look rather than failing the gate.",
     ),
 }
 """Every detector: a title and what a failure means, for reports (SARIF rules)."""
@@ -97,8 +100,15 @@ all-MiniLM-L6-v2 (an int8 round trip of layer 0's attention output, whose outlie
 int8 rounds coarsely); the weakest positive, a 2% ROME edit under 50 Adam steps at lr 1e-4,
 stands at 5.4."""
 MIN_NEURON_SHARE = 0.9
+"""Rewritten neurons put all of a matrix's change in them (1.00 in the evaluation), but benign
+changes come close (0.96: a rank-4 LoRA in every all-MiniLM-L6-v2 matrix), hence a warning."""
 FAMILY_Z = 8.0
+"""Robust z of ‖ΔW‖/‖W‖ in its family. Benign changes pass it too (the evaluation's int8
+round trip of all-MiniLM-L6-v2: layer 0's attention output, whose outlier features int8
+rounds coarsely, changes far more than the same matrix in the other five layers), hence a
+warning."""
 MIN_FAMILY = 4
+"""Fewer members give no median worth comparing with (all-MiniLM-L6-v2 has six layers)."""
 
 
 @dataclass(frozen=True)
