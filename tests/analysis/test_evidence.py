@@ -26,6 +26,7 @@ from safetensors.numpy import load_file, save_file
 from sarif_pydantic import Sarif
 from tokenizers import Tokenizer
 
+from tests.builders.minilm import minilm_variant
 from tests.cli_process import run
 from tests.models import minilm_dir, smollm2_gguf
 from weightgate.analysis.diff import diff_models
@@ -127,15 +128,6 @@ def test_a_rank_one_edit_reading_a_token_lists_it_first_among_triggers(
         assert direction["targets"]["positive"][0]["cosine"] < 0.5
 
 
-def _minilm_variant(tmp_path: Path, change: Callable[[dict[str, Matrix]], None]) -> Path:
-    target = tmp_path / "candidate"
-    shutil.copytree(minilm_dir(), target)
-    tensors = load_file(str(target / "model.safetensors"))
-    change(tensors)
-    save_file(tensors, str(target / "model.safetensors"))
-    return target
-
-
 def _minilm_id(token: str) -> int:
     found = Tokenizer.from_file(str(minilm_dir() / "tokenizer.json")).token_to_id(token)
     assert found is not None
@@ -154,7 +146,7 @@ def _move_rows(rows: dict[int, float]) -> Callable[[dict[str, Matrix]], None]:
 
 def test_a_changed_word_embedding_row_is_listed_with_its_token(tmp_path: Path) -> None:
     cf, other = _minilm_id("cf"), _minilm_id("house")
-    candidate = _minilm_variant(tmp_path, _move_rows({cf: 0.05, other: 0.01}))
+    candidate = minilm_variant(tmp_path, "candidate", _move_rows({cf: 0.05, other: 0.01}))
     result = run("diff", minilm_dir(), candidate, "--format", "json")
     assert result.returncode == 2, result.stderr
     evidence = json.loads(result.stdout)["evidence"]
@@ -175,7 +167,7 @@ def test_a_changed_word_embedding_row_is_listed_with_its_token(tmp_path: Path) -
 
 def test_without_a_tokenizer_token_ids_only(tmp_path: Path) -> None:
     cf = _minilm_id("cf")
-    candidate = _minilm_variant(tmp_path, _move_rows({cf: 0.05}))
+    candidate = minilm_variant(tmp_path, "candidate", _move_rows({cf: 0.05}))
     (candidate / "tokenizer.json").unlink()  # vocab.txt stays: it is not read
     report = diff_models(minilm_dir(), candidate)
     assert report.evidence is not None
@@ -188,7 +180,7 @@ def test_without_a_tokenizer_token_ids_only(tmp_path: Path) -> None:
 
 def test_an_unreadable_tokenizer_leaves_ids_and_says_why(tmp_path: Path) -> None:
     cf = _minilm_id("cf")
-    candidate = _minilm_variant(tmp_path, _move_rows({cf: 0.05}))
+    candidate = minilm_variant(tmp_path, "candidate", _move_rows({cf: 0.05}))
     (candidate / "tokenizer.json").write_text('{"model": {"type": "BPE", "vocab": ')
     result = run("diff", minilm_dir(), candidate)
     assert result.returncode == 2, result.stderr  # the verdicts are unchanged
@@ -204,7 +196,7 @@ def test_a_dense_change_reads_out_the_most_changed_matrices(tmp_path: Path) -> N
                 noise = rng.standard_normal(weight.shape).astype(np.float32)
                 tensors[name] = weight + np.float32(1e-3) * noise
 
-    report = diff_models(minilm_dir(), _minilm_variant(tmp_path, fine_tune))
+    report = diff_models(minilm_dir(), minilm_variant(tmp_path, "candidate", fine_tune))
     assert report.evidence is not None
     directions = report.evidence.directions
     tensors = list(dict.fromkeys(direction.tensor for direction in directions))
@@ -216,7 +208,7 @@ def test_a_dense_change_reads_out_the_most_changed_matrices(tmp_path: Path) -> N
 
 
 def test_a_resaved_copy_has_no_evidence_section(tmp_path: Path) -> None:
-    report = diff_models(minilm_dir(), _minilm_variant(tmp_path, lambda tensors: None))
+    report = diff_models(minilm_dir(), minilm_variant(tmp_path, "candidate", lambda tensors: None))
     assert report.evidence is not None
     assert report.evidence.directions == () and report.evidence.rows == ()
     assert report.evidence.tokenizer is None  # nothing to name: the tokenizer is not read
@@ -230,7 +222,7 @@ def _with_head(tmp_path: Path, label: str, change: Callable[[dict[str, Matrix]],
         tensors["lm_head.weight"] = np.roll(tensors[WORDS], 1, axis=0)
         change(tensors)
 
-    return _minilm_variant(tmp_path / label, add_head)
+    return minilm_variant(tmp_path, label, add_head)
 
 
 @pytest.mark.parametrize(
@@ -297,7 +289,7 @@ def test_of_many_low_rank_suspects_the_most_changed_are_read_out(tmp_path: Path)
             delta = _rank_one(weight, left, right, 0.02 * (number + 1))
             tensors[name] = (weight + delta).astype(np.float32)
 
-    report = diff_models(minilm_dir(), _minilm_variant(tmp_path, edit))
+    report = diff_models(minilm_dir(), minilm_variant(tmp_path, "candidate", edit))
     assert all(report.spectra[name].refined for name in names)
     assert report.evidence is not None
     read = [direction.tensor for direction in report.evidence.directions]

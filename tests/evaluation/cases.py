@@ -11,6 +11,7 @@ flips hit the stored blocks' scales.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
@@ -99,25 +100,9 @@ def minilm_cases(corpus: Path) -> tuple[Weights, list[Case]]:
     down = {f"encoder.layer.{layer}.output.dense.weight": keys[layer] for layer in range(6)}
     rome_target = "encoder.layer.3.output.dense.weight"
     memit_keys = {name: down[name] for name in list(down)[2:5]}
-    cases = []
-    for strength in STRENGTHS:
-        label = f"{strength:.0%}"
-        for seed in SEEDS:
-            cases += [
-                Case(model, "ROME rank-one", label, True, (rome_target,),
-                     partial(edits.rome, base, rome_target, down[rome_target], strength, seed)),
-                Case(model, "MEMIT (3 layers)", label, True, tuple(memit_keys),
-                     partial(edits.memit, base, memit_keys, strength, seed)),
-                Case(model, "poisoned LoRA (one matrix)", label, True, (target,),
-                     partial(edits.lora, base, [target], 4, strength, seed)),
-            ]  # fmt: skip
-    for seed in SEEDS:
-        cases += [
-            Case(model, "handcrafted neurons (2)", "in range", True, (target,),
-                 partial(edits.neurons, base, target, 2, seed)),
-            Case(model, "exponent bit flips", "3", True, (target,),
-                 partial(edits.bit_flips, base, target, 3, seed)),
-        ]  # fmt: skip
+    flips = partial(edits.bit_flips, base, target, 3)
+    cases = _edits(model, base, (rome_target, down[rome_target]), memit_keys, target, seeds=SEEDS)
+    cases += _flips(model, "exponent bit flips", target, flips, SEEDS)
     return base, cases + _benign(model, base, edits.matrices(base))
 
 
@@ -135,27 +120,49 @@ def smollm2_cases(corpus: Path) -> tuple[llama.Llama, list[Case]]:
     memit_keys = {f"blk.{b}.ffn_down.weight": keys[b] for b in range(layer - 3, layer + 1)}
     target = f"blk.{layer}.ffn_up.weight"
     seeds = SEEDS[:2]
+    flips = partial(scale_flips, base, target, 3)
+    cases = _edits(name, base, (rome_target, keys[layer]), memit_keys, target, seeds=seeds)
+    cases += _flips(name, "Q4_1 scale exponent bit flips", target, flips, seeds)
+    layers = [n for n in edits.matrices(base) if n.startswith("blk.")]  # not the embedding
+    return model, cases + _benign(name, base, layers, seeds, round_trips=False)
+
+
+def _edits(
+    model: str,
+    base: Weights,
+    rome: tuple[str, edits.Array],
+    memit_keys: dict[str, edits.Array],
+    target: str,
+    *,
+    seeds: tuple[int, ...],
+) -> list[Case]:
+    """ROME (tensor, its keys), MEMIT, a poisoned LoRA at every strength, and handcrafted
+    neurons in ``target``: the edits every real model gets."""
+    rome_target, rome_keys = rome
     cases = []
     for strength in STRENGTHS:
         label = f"{strength:.0%}"
         for seed in seeds:
             cases += [
-                Case(name, "ROME rank-one", label, True, (rome_target,),
-                     partial(edits.rome, base, rome_target, keys[layer], strength, seed)),
-                Case(name, "MEMIT (4 layers)", label, True, tuple(memit_keys),
+                Case(model, "ROME rank-one", label, True, (rome_target,),
+                     partial(edits.rome, base, rome_target, rome_keys, strength, seed)),
+                Case(model, f"MEMIT ({len(memit_keys)} layers)", label, True, tuple(memit_keys),
                      partial(edits.memit, base, memit_keys, strength, seed)),
-                Case(name, "poisoned LoRA (one matrix)", label, True, (target,),
+                Case(model, "poisoned LoRA (one matrix)", label, True, (target,),
                      partial(edits.lora, base, [target], 4, strength, seed)),
             ]  # fmt: skip
-    for seed in seeds:
-        cases += [
-            Case(name, "handcrafted neurons (2)", "in range", True, (target,),
-                 partial(edits.neurons, base, target, 2, seed)),
-            Case(name, "Q4_1 scale exponent bit flips", "3", True, (target,),
-                 partial(scale_flips, base, target, 3, seed)),
-        ]  # fmt: skip
-    layers = [n for n in edits.matrices(base) if n.startswith("blk.")]  # not the embedding
-    return model, cases + _benign(name, base, layers, seeds, round_trips=False)
+    return cases + [
+        Case(model, "handcrafted neurons (2)", "in range", True, (target,),
+             partial(edits.neurons, base, target, 2, seed))
+        for seed in seeds
+    ]  # fmt: skip
+
+
+def _flips(
+    model: str, family: str, target: str, flip: Callable[[int], Weights], seeds: tuple[int, ...]
+) -> list[Case]:
+    """Three exponent flips in ``target`` per seed (``flip(seed)`` makes the candidate)."""
+    return [Case(model, family, "3", True, (target,), partial(flip, seed)) for seed in seeds]
 
 
 def _english(corpus: Path) -> list[str]:
