@@ -11,7 +11,9 @@ Statistics, over the stored elements of a tensor present in both versions:
 * ``max_abs_delta``, ``delta_norm`` and ``base_norm`` (so ‖Δ‖/‖W‖), on the decoded values;
 * for matrices, ``top_rows_share`` and ``top_columns_share``: the share of ‖Δ‖² in the 1% of
   rows (columns) that changed most, at least one: near 1 when a few neurons were rewritten
-  (handcrafted backdoors), near 0.01-0.05 for the dense change of a fine-tune.
+  (handcrafted backdoors), near 0.01-0.05 for the dense change of a fine-tune;
+* for matrices, ``changed_rows`` and ``largest_rows``: how many rows changed at all, and the
+  ``CHANGED_ROWS`` with the largest ‖Δrow‖ (the evidence lists an embedding's this way).
 
 Both tensors are read in lockstep, one block of rows at a time, and the same pass feeds the
 spectral sketch of ΔW (:class:`~weightgate.analysis.spectral.DeltaSketch`) for matrices.
@@ -33,6 +35,8 @@ from weightgate.analysis.tensor_info import CHUNK_ELEMENTS
 from weightgate.analysis.tensors import ModelTensors
 
 _COMPARE_CHUNK = 8 << 20
+CHANGED_ROWS = 16
+"""Rows a matrix's census keeps by ‖Δrow‖ (an embedding's changed token rows, listed)."""
 Mask = npt.NDArray[np.bool_]
 
 
@@ -51,6 +55,10 @@ class TensorChange:
     """‖W‖ of the baseline; computed only for changed tensors (0 for identical ones)."""
     top_rows_share: float = 0.0
     top_columns_share: float = 0.0
+    changed_rows: int = 0
+    """Rows (first dimension) with any change; matrices only."""
+    largest_rows: tuple[tuple[int, float], ...] = ()
+    """(row, ‖Δrow‖) of the ``CHANGED_ROWS`` most changed rows, largest first."""
 
     @property
     def identical(self) -> bool:
@@ -122,7 +130,15 @@ def census(
         name, info.size, tally.changed, tally.flips, tally.non_finite, tally.max_delta,
         math.sqrt(tally.delta_squares), math.sqrt(tally.base_squares),
         _top_share(row_energy), _top_share(column_energy),
+        int(np.count_nonzero(row_energy)), _largest_rows(row_energy),
     )  # fmt: skip
+
+
+def _largest_rows(energy: Values) -> tuple[tuple[int, float], ...]:
+    """(row, sqrt(energy)) of the ``CHANGED_ROWS`` largest nonzero entries (ties by row)."""
+    changed = np.flatnonzero(energy)
+    top = changed[np.argsort(-energy[changed], kind="stable")[:CHANGED_ROWS]]
+    return tuple((int(row), math.sqrt(energy[row])) for row in top)
 
 
 def _top_share(energy: Values) -> float:

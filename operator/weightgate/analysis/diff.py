@@ -107,22 +107,24 @@ def diff_models(
             report.locations.update({name: (t.file, t.offset) for name, t in tensors.items()})
         report.matrices = sum(_is_matrix(before.tensors[name].shape) for name in manifest.common)
 
-        def compare(name: str) -> _Compared:
-            return _compare(before, after, name)
-
         suspects = SuspectDirections(after)
+
+        def compare(name: str) -> tuple[TensorChange, SpectralProfile | None]:
+            change, profile, kept = _compare(before, after, name)
+            if kept is not None:  # in the worker: what is not kept is freed right away
+                suspects.add(change, kept)
+            return change, profile
+
         # numpy releases the GIL in the work that matters: one tensor per core, each with one
         # BLAS thread (a BLAS pool per worker on the same cores made SmolLM2 diffs 3-8x slower).
         with (
             threadpool_limits(limits=1, user_api="blas"),
             ThreadPoolExecutor(max_workers=len(os.sched_getaffinity(0))) as pool,
         ):
-            for change, profile, directions in pool.map(compare, manifest.common):
+            for change, profile in pool.map(compare, manifest.common):
                 report.changes.append(change)
                 if profile is not None:
                     report.spectra[change.name] = profile
-                if directions is not None:
-                    suspects.add(change, directions)
         report.evidence = read_evidence(before, after, report.changes, report.spectra, suspects)
     report.verdicts = [
         manifest_verdict(manifest),
@@ -134,13 +136,14 @@ def diff_models(
     return report
 
 
-_Compared = tuple[TensorChange, SpectralProfile | None, SingularDirections | None]
+_Compared = tuple[TensorChange, SpectralProfile | None, SingularDirections | DeltaSketch | None]
 
 
 def _compare(before: ModelTensors, after: ModelTensors, name: str) -> _Compared:
     """The census of one tensor and, for a changed matrix, the profile of its change.
 
-    A suspect also keeps its top singular directions, for the evidence.
+    For the evidence, a suspect also gives its top singular directions, another profiled
+    change the sketch of it taken in the census pass.
     """
     shape = before.tensors[name].shape
     profiled = _is_matrix(shape) and min(shape[0], math.prod(shape[1:])) >= MIN_PROFILED_SIDE
@@ -153,7 +156,7 @@ def _compare(before: ModelTensors, after: ModelTensors, name: str) -> _Compared:
         blocks = delta_blocks(before, after, name)
         profile, directions = sketch.refine_directions(name, blocks, change.delta_norm, DIRECTIONS)
         return change, profile, directions
-    return change, profile, None
+    return change, profile, sketch
 
 
 def _is_matrix(shape: tuple[int, ...]) -> bool:

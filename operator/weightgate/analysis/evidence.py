@@ -7,7 +7,7 @@ Two readouts, both over the candidate's own token embedding:
 * **Directions.** For each matrix the spectral screen found low-rank (its exact spectrum was
   refined: :meth:`~weightgate.analysis.spectral.DeltaSketch.refine_directions`), at most
   ``MAX_SUSPECTS`` by relative change, and the ``EXTRA_MATRICES`` most changed other
-  profiled matrices (read twice more, to sketch and refine their change), the top
+  profiled matrices (read once more, to refine the sketch the census took), the top
   singular directions of ΔW = Σ sᵢ·uᵢ·vᵢᵀ (``DIRECTIONS`` of them, no more than the
   change's rank when it has one) are compared with every token's embedding row.
   Which side lives in the model's hidden (residual) space is decided by shape: matrices
@@ -29,9 +29,10 @@ Two readouts, both over the candidate's own token embedding:
   of the direction is positive. Signs pair up across sides: an input along +v writes
   +s·u, so *positive* triggers go with *positive* targets, negative with negative.
 * **Changed embedding rows.** Rows of the token embedding (and of a separate unembedding)
-  whose Δ is not zero, counted, and the top ``CHANGED_ROWS`` by ‖Δrow‖ listed as token
-  ids: a remapped or implanted trigger token changes its own row. Read once more, a block
-  of rows at a time (non-finite changes count as zero here; the bit-flip detector has them).
+  whose Δ is not zero, counted, and the top :data:`.census.CHANGED_ROWS` by ‖Δrow‖ listed
+  as token ids: a remapped or implanted trigger token changes its own row. Taken from the
+  census pass, no further read (non-finite changes count as zero there; the bit-flip
+  detector has them).
 
 Token strings (:mod:`.vocabulary`) come from the candidate's ``tokenizer.json`` (the
 ``tokenizers`` package's ``id_to_token``: the vocabulary entry as stored, so byte-level BPE
@@ -64,9 +65,10 @@ SARIF puts the same for one tensor (:func:`.report.tensor_evidence_dict`) in the
 
 from __future__ import annotations
 
-import math
+import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -81,12 +83,10 @@ DIRECTIONS = 3
 """Singular directions read out per matrix."""
 TOKENS = 8
 """Tokens listed per direction, side and sign."""
-CHANGED_ROWS = 16
-"""Changed embedding rows listed per embedding."""
 MAX_SUSPECTS = 6
 """Low-rank suspects read out (an edit's reach: see ``detectors.MAX_EDITED_TENSORS``)."""
 EXTRA_MATRICES = 2
-"""Most-changed other matrices read out too (two more reads each), for dense changes."""
+"""Most-changed other matrices read out too (one more read each), for dense changes."""
 INPUT_EMBEDDINGS = (
     "token_embd.weight",  # GGUF
     "embed_tokens.weight",  # Llama, Mistral, Qwen... (model.embed_tokens)
@@ -100,6 +100,7 @@ OUTPUT_EMBEDDINGS = ("output.weight", "lm_head.weight", "embed_out.weight")
 """Separate unembedding names; without one the embedding is tied."""
 
 Vector = npt.NDArray[np.float64]
+_Kept = TypeVar("_Kept", SingularDirections, DeltaSketch)
 Ranked = list[tuple[int, float]]
 """(token id, score) pairs, best first."""
 
@@ -187,25 +188,38 @@ def _named(model: ModelTensors, names: tuple[str, ...]) -> str | None:
 
 
 class SuspectDirections:
-    """The singular directions of the suspects the evidence will read out, kept as they come.
+    """What the evidence will read out, kept as the diff's workers hand it over.
 
-    Only the ``MAX_SUSPECTS`` readable ones with the largest relative change are kept, so
-    memory stays O(MAX_SUSPECTS·(rows + cols)·DIRECTIONS) however many matrices a merged
-    LoRA made low-rank.
+    The singular directions of the ``MAX_SUSPECTS`` refined suspects, and the range sketches
+    (taken in the census pass) of the ``EXTRA_MATRICES`` other profiled matrices, each pool
+    by largest relative change among the readable ones; so memory stays bounded however many
+    matrices a merged LoRA made low-rank, and an extra matrix needs one more read, not two.
     """
 
     def __init__(self, candidate: ModelTensors) -> None:
         self.names = embedding_names(candidate)
         self.candidate = candidate
         self.kept: dict[str, tuple[tuple[float, str], SingularDirections]] = {}
+        self.sketches: dict[str, tuple[tuple[float, str], DeltaSketch]] = {}
+        self._lock = threading.Lock()  # the diff's workers add as they finish
 
-    def add(self, change: TensorChange, directions: SingularDirections) -> None:
-        """Keep ``directions`` (of a refined suspect) if it is among the top so far."""
+    def add(self, change: TensorChange, found: SingularDirections | DeltaSketch) -> None:
+        """Keep a refined suspect's directions, or another matrix's sketch, if among the top."""
         if self.names is None or not _readable(self.candidate, self.names, change.name):
             return
-        self.kept[change.name] = (_rank_key(change), directions)
-        if len(self.kept) > MAX_SUSPECTS:
-            del self.kept[min(self.kept, key=lambda name: self.kept[name][0])]
+        with self._lock:
+            if isinstance(found, DeltaSketch):
+                _keep_top(self.sketches, change, found, EXTRA_MATRICES)
+            else:
+                _keep_top(self.kept, change, found, MAX_SUSPECTS)
+
+
+def _keep_top(
+    pool: dict[str, tuple[tuple[float, str], _Kept]], change: TensorChange, item: _Kept, size: int
+) -> None:
+    pool[change.name] = (_rank_key(change), item)
+    if len(pool) > size:
+        del pool[min(pool, key=lambda name: pool[name][0])]
 
 
 def _rank_key(change: TensorChange) -> tuple[float, str]:
@@ -235,7 +249,8 @@ def read_evidence(
         candidate: The candidate model, open.
         changes: The census of every common tensor.
         spectra: The spectral profile of every profiled changed matrix.
-        suspects: The directions kept of the matrices whose spectrum was refined.
+        suspects: The directions kept of the matrices whose spectrum was refined, and the
+            sketches of the most changed others.
     """
     names = embedding_names(candidate)
     if names is None:
@@ -254,8 +269,10 @@ def read_evidence(
     extras = [name for name in readable if not spectra[name].refined][:EXTRA_MATRICES]
     found = {name: suspects.kept[name][1] for name in refined}
     norms = {change.name: change.delta_norm for change in changed}
-    for name in extras:
-        found[name] = _directions(baseline, candidate, name, norms[name])
+    for name in extras:  # the same sketch the census pass took: one more read to refine it
+        blocks = delta_blocks(baseline, candidate, name)
+        sketch = suspects.sketches[name][1]
+        found[name] = sketch.refine_directions(name, blocks, norms[name], DIRECTIONS)[1]
     raw = _read_directions(
         candidate,
         embedding=embedding,
@@ -264,11 +281,13 @@ def read_evidence(
         found=found,
         spectra=spectra,
     )
+    censused = {change.name: change for change in changed}
     rows = [
-        _changed_rows(baseline, candidate, name)
+        (name, candidate.tensors[name].shape[0], censused[name].changed_rows,
+         list(censused[name].largest_rows))
         for name in dict.fromkeys(names)
-        if any(change.name == name for change in changed)
-    ]
+        if name in censused
+    ]  # fmt: skip
     ids = {token for direction in raw for token in direction.ids()}
     ids.update(token for _, _, _, top in rows for token, _ in top)
     tokens, source, note = vocabulary(candidate, embedding, ids) if ids else ({}, None, None)
@@ -284,18 +303,6 @@ def read_evidence(
             for name, total, count, top in rows
         ),
     )
-
-
-def _directions(
-    baseline: ModelTensors, candidate: ModelTensors, name: str, delta_norm: float
-) -> SingularDirections:
-    """A matrix's top singular directions: its change sketched and refined (two reads)."""
-    rows, cols = baseline.tensors[name].shape
-    sketch = DeltaSketch(rows, cols)
-    for first_row, block in delta_blocks(baseline, candidate, name):
-        sketch.add(first_row, block)
-    blocks = delta_blocks(baseline, candidate, name)
-    return sketch.refine_directions(name, blocks, delta_norm, DIRECTIONS)[1]
 
 
 @dataclass
@@ -442,18 +449,3 @@ class _Best:
             ]
             for column in range(scores.shape[1])
         ]
-
-
-def _changed_rows(
-    baseline: ModelTensors, candidate: ModelTensors, name: str
-) -> tuple[str, int, int, Ranked]:
-    """(name, rows, changed rows, top rows by ‖Δrow‖) of an embedding matrix (one read)."""
-    rows = baseline.tensors[name].shape[0]
-    energy = np.zeros(rows)
-    for first_row, block in delta_blocks(baseline, candidate, name):
-        energy[first_row : first_row + block.shape[0]] = np.einsum(
-            "ij,ij->i", block, block, dtype=np.float64
-        )
-    changed = np.flatnonzero(energy)
-    top = changed[np.argsort(-energy[changed], kind="stable")[:CHANGED_ROWS]]
-    return name, rows, int(changed.size), [(int(row), math.sqrt(energy[row])) for row in top]
